@@ -1,0 +1,281 @@
+// The N-API surface: one wrapped class, LedgerCore. Arguments are checked in
+// TypeScript (src/native-engine.ts) before they get here, so this layer only
+// asserts shapes. C++ exceptions are enabled (NAPI_CPP_EXCEPTIONS): a Failure
+// thrown anywhere in the core becomes a LedgerError built by the factory that
+// src/ hands over at load time, so the error class and its code names live in
+// TypeScript only.
+#include <napi.h>
+
+#include <memory>
+
+#include "core.hpp"
+#include "io.hpp"
+
+namespace {
+
+using gl::Core;
+using gl::Failure;
+
+struct InstanceData {
+  Napi::FunctionReference error_factory;  // (status: number, message: string) => LedgerError
+  Napi::FunctionReference core_ctor;
+};
+
+Napi::Error MakeError(Napi::Env env, gl::Status code, const std::string& message) {
+  auto* data = env.GetInstanceData<InstanceData>();
+  if (!data || data->error_factory.IsEmpty()) return Napi::Error::New(env, message);
+  Napi::Value e = data->error_factory.Call({Napi::Number::New(env, code), Napi::String::New(env, message)});
+  return Napi::Error(env, e);
+}
+
+// A type tag makes sure a LedgerCore method is never handed some other object.
+const napi_type_tag kCoreTag = {0x6c65646765722d63ull, 0x6f72652d7461672eull};
+
+template <typename T>
+const uint8_t* Bytes(const Napi::Value& v, size_t* len) {
+  auto a = v.As<Napi::TypedArray>();
+  *len = a.ByteLength();
+  return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+uint8_t* MutBytes(const Napi::Value& v, size_t* len) {
+  auto a = v.As<Napi::TypedArray>();
+  *len = a.ByteLength();
+  return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+}
+uint64_t Amount(const Napi::Value& v) {
+  if (v.IsBigInt()) {
+    bool lossless;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
+}
+
+gl::Manifest ManifestFrom(const Napi::Object& o) {
+  gl::Manifest m{};
+  m.magic = gl::kManifestMagic;
+  m.version = gl::kManifestVersion;
+  m.shards = o.Get("shards").As<Napi::Number>().Uint32Value();
+  m.accounts_per_shard = o.Get("accountsPerShard").As<Napi::Number>().Uint32Value();
+  m.index_capacity = o.Get("indexCapacity").As<Napi::Number>().Uint32Value();
+  m.seed = o.Get("seed").As<Napi::Number>().Uint32Value();
+  bool lossless;
+  m.epoch = o.Get("epoch").As<Napi::BigInt>().Uint64Value(&lossless);
+  m.checkpoint_lsn = o.Get("checkpointLsn").As<Napi::BigInt>().Uint64Value(&lossless);
+  return m;
+}
+
+class SyncWorker : public Napi::AsyncWorker {
+ public:
+  SyncWorker(Napi::Env env, std::shared_ptr<Core> core, uint64_t target)
+      : Napi::AsyncWorker(env), core_(std::move(core)), target_(target), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  // No N-API calls here: this runs on a libuv pool thread.
+  void Execute() override {
+    try {
+      core_->SyncTo(target_);
+    } catch (const Failure& f) {
+      code_ = f.code;
+      message_ = f.message;
+    }
+  }
+  void OnOK() override {
+    if (code_ == gl::kOk) deferred_.Resolve(Env().Undefined());
+    else deferred_.Reject(MakeError(Env(), code_, message_).Value());
+  }
+
+ private:
+  std::shared_ptr<Core> core_;
+  uint64_t target_;
+  Napi::Promise::Deferred deferred_;
+  gl::Status code_ = gl::kOk;
+  std::string message_;
+};
+
+class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "LedgerCore",
+                       {
+                           InstanceMethod<&LedgerCore::Create>("create"),
+                           InstanceMethod<&LedgerCore::Open>("open"),
+                           InstanceMethod<&LedgerCore::LogsHeaderOnly>("logsHeaderOnly"),
+                           InstanceMethod<&LedgerCore::Replay>("replay"),
+                           InstanceMethod<&LedgerCore::RebuildIndex>("rebuildIndex"),
+                           InstanceMethod<&LedgerCore::Start>("start"),
+                           InstanceMethod<&LedgerCore::Mint>("mint"),
+                           InstanceMethod<&LedgerCore::Transfer>("transfer"),
+                           InstanceMethod<&LedgerCore::Get>("get"),
+                           InstanceMethod<&LedgerCore::MintBatch>("mintBatch"),
+                           InstanceMethod<&LedgerCore::TransferBatch>("transferBatch"),
+                           InstanceMethod<&LedgerCore::GetBatch>("getBatch"),
+                           InstanceMethod<&LedgerCore::Sync>("sync"),
+                           InstanceMethod<&LedgerCore::Checkpoint>("checkpoint"),
+                           InstanceMethod<&LedgerCore::Close>("close"),
+                           InstanceMethod<&LedgerCore::Stats>("stats"),
+                           InstanceMethod<&LedgerCore::Detail>("detail"),
+                       });
+  }
+
+  LedgerCore(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LedgerCore>(info) {
+    Guard(info.Env(), [&] { core_ = std::make_shared<Core>(info[0].As<Napi::String>().Utf8Value()); });
+    info.This().As<Napi::Object>().TypeTag(&kCoreTag);
+  }
+
+ private:
+  template <typename F>
+  static void Guard(Napi::Env env, F f) {
+    try {
+      f();
+    } catch (const Failure& e) {
+      throw MakeError(env, e.code, e.message);
+    }
+  }
+  Core& C(const Napi::CallbackInfo& info) {
+    if (!info.This().As<Napi::Object>().CheckTypeTag(&kCoreTag) || !core_)
+      throw MakeError(info.Env(), gl::kClosed, "ledger is closed");
+    return *core_;
+  }
+
+  Napi::Value Create(const Napi::CallbackInfo& info) {
+    Guard(info.Env(), [&] { C(info).Create(ManifestFrom(info[0].As<Napi::Object>())); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto o = info[1].As<Napi::Object>();
+    gl::CoreOptions opts;
+    opts.wal = o.Get("wal").As<Napi::Boolean>().Value();
+    opts.sync_every = o.Get("syncEvery").As<Napi::Number>().Uint32Value();
+    opts.sync_interval_ms = o.Get("syncIntervalMs").As<Napi::Number>().Uint32Value();
+    std::vector<bool> valid;
+    Guard(env, [&] { valid = C(info).Open(ManifestFrom(info[0].As<Napi::Object>()), opts); });
+    auto arr = Napi::Array::New(env, valid.size());
+    for (size_t i = 0; i < valid.size(); i++) arr.Set(i, Napi::Boolean::New(env, valid[i]));
+    return arr;
+  }
+  Napi::Value LogsHeaderOnly(const Napi::CallbackInfo& info) {
+    bool r = false;
+    Guard(info.Env(), [&] { r = C(info).LogsHeaderOnly(); });
+    return Napi::Boolean::New(info.Env(), r);
+  }
+  Napi::Value Replay(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto arr = info[0].As<Napi::Array>();
+    std::vector<bool> valid;
+    for (uint32_t i = 0; i < arr.Length(); i++) valid.push_back(arr.Get(i).As<Napi::Boolean>().Value());
+    gl::ReplayResult r;
+    Guard(env, [&] { r = C(info).Replay(valid); });
+    auto out = Napi::Object::New(env);
+    out.Set("records", Napi::Number::New(env, static_cast<double>(r.records)));
+    out.Set("droppedBytes", Napi::Number::New(env, static_cast<double>(r.dropped_bytes)));
+    out.Set("lastLsn", Napi::BigInt::New(env, r.last_lsn));
+    out.Set("logsClean", Napi::Boolean::New(env, r.logs_clean));
+    return out;
+  }
+  Napi::Value RebuildIndex(const Napi::CallbackInfo& info) {
+    Guard(info.Env(), [&] { C(info).RebuildIndex(info[0].As<Napi::Number>().Uint32Value()); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    C(info).Start();
+    return info.Env().Undefined();
+  }
+
+  // The hot paths return a status byte instead of throwing: TypeScript turns
+  // a non-zero one into a LedgerError, and batches store it as is.
+  Napi::Value Mint(const Napi::CallbackInfo& info) {
+    size_t n;
+    const uint8_t* key = Bytes<uint8_t>(info[0], &n);
+    return Napi::Number::New(info.Env(), C(info).Mint(key, Amount(info[1])));
+  }
+  Napi::Value Transfer(const Napi::CallbackInfo& info) {
+    size_t n;
+    const uint8_t* from = Bytes<uint8_t>(info[0], &n);
+    const uint8_t* to = Bytes<uint8_t>(info[1], &n);
+    return Napi::Number::New(info.Env(), C(info).Transfer(from, to, Amount(info[2])));
+  }
+  Napi::Value Get(const Napi::CallbackInfo& info) {
+    size_t n;
+    const uint8_t* key = Bytes<uint8_t>(info[0], &n);
+    uint8_t* out = MutBytes(info[1], &n);
+    return Napi::Number::New(info.Env(), C(info).Get(key, out));
+  }
+  Napi::Value MintBatch(const Napi::CallbackInfo& info) {
+    size_t len, n;
+    const uint8_t* ops = Bytes<uint8_t>(info[0], &len);
+    uint8_t* st = MutBytes(info[1], &n);
+    C(info).MintBatch(ops, n, st);
+    return info.Env().Undefined();
+  }
+  Napi::Value TransferBatch(const Napi::CallbackInfo& info) {
+    size_t len, n;
+    const uint8_t* ops = Bytes<uint8_t>(info[0], &len);
+    uint8_t* st = MutBytes(info[1], &n);
+    C(info).TransferBatch(ops, n, st);
+    return info.Env().Undefined();
+  }
+  Napi::Value GetBatch(const Napi::CallbackInfo& info) {
+    size_t len, n;
+    const uint8_t* keys = Bytes<uint8_t>(info[0], &len);
+    uint8_t* out = MutBytes(info[1], &n);
+    Guard(info.Env(), [&] { C(info).GetBatch(keys, len / 32, out); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    auto* w = new SyncWorker(info.Env(), core_, C(info).lsn());
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+  Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
+    Guard(info.Env(), [&] { C(info).Checkpoint(info[0].ToBoolean().Value()); });
+    return info.Env().Undefined();
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (core_) core_->Close();
+    core_.reset();  // in-flight SyncWorkers keep their own reference
+    return info.Env().Undefined();
+  }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Core& c = C(info);
+    auto out = Napi::Object::New(env);
+    out.Set("lsn", Napi::BigInt::New(env, c.lsn()));
+    out.Set("durableLsn", Napi::BigInt::New(env, c.wal() ? c.durable_lsn() : c.checkpoint_lsn()));
+    out.Set("checkpointLsn", Napi::BigInt::New(env, c.checkpoint_lsn()));
+    out.Set("walBytes", Napi::Number::New(env, static_cast<double>(c.wal_bytes())));
+    out.Set("fsyncs", Napi::Number::New(env, static_cast<double>(c.fsyncs())));
+    out.Set("readOnly", Napi::Boolean::New(env, c.failed()));
+    auto shards = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const auto& s : c.Stats()) {
+      auto o = Napi::Object::New(env);
+      o.Set("accounts", s.accounts);
+      o.Set("capacity", s.capacity);
+      o.Set("indexRebuilds", s.index_rebuilds);
+      shards.Set(i++, o);
+    }
+    out.Set("shards", shards);
+    return out;
+  }
+  Napi::Value Detail(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), C(info).detail()); }
+
+  std::shared_ptr<Core> core_;
+};
+
+Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
+  info.Env().GetInstanceData<InstanceData>()->error_factory = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new InstanceData();
+  env.SetInstanceData(data);  // one per environment: workers get their own
+  exports.Set("LedgerCore", LedgerCore::Define(env));
+  exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(geometric_ledger, Init)

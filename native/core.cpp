@@ -1,0 +1,461 @@
+#include "core.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "crc32c.hpp"
+#include "hash.hpp"
+#include "io.hpp"
+
+namespace gl {
+namespace {
+
+// Past this much log since the last checkpoint, the next write checkpoints
+// first: it bounds recovery after a crash (about a second of replay).
+constexpr uint64_t kAutoCheckpointBytes = 512ull << 20;
+
+uint64_t WallMs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+uint64_t MonoMs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+uint64_t Le64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+}  // namespace
+
+Core::Core(const std::string& dir) : dir_(dir) {
+  Hooks::Load();
+  lock_fd_ = OpenFile(dir + "/LOCK", O_RDWR | O_CREAT);
+  // flock belongs to the open file description: a second open in this process
+  // conflicts too, and the kernel drops the lock when the process dies.
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (err == EWOULDBLOCK) Fail(kLocked, "ledger directory is locked by another open ledger: " + dir);
+    FailErrno("lock " + dir, err);
+  }
+}
+
+Core::~Core() {
+  StopSyncer();
+  shards_.clear();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+void Core::Create(const Manifest& m) {
+  for (uint32_t i = 0; i < m.shards; i++) Shard::Create(dir_, i, m);
+  SyncDir(dir_);
+  Manifest sealed = m;
+  sealed.crc = Crc32c(&sealed, 60);
+  ReplaceFile(dir_, "MANIFEST", &sealed, sizeof sealed);
+}
+
+std::vector<bool> Core::Open(const Manifest& m, const CoreOptions& o) {
+  manifest_ = m;
+  opts_ = o;
+  std::vector<bool> valid;
+  for (uint32_t i = 0; i < m.shards; i++) {
+    shards_.push_back(std::make_unique<Shard>(dir_, i, m));
+    valid.push_back(shards_.back()->LoadIndex(m));
+  }
+  lsn_ = m.checkpoint_lsn;
+  durable_lsn_.store(lsn_);
+  appended_lsn_.store(lsn_);
+  return valid;
+}
+
+bool Core::LogsHeaderOnly() {
+  bool all = true;
+  for (auto& s : shards_) all = s->WalHeaderOnly(manifest_.epoch) && all;
+  return all;
+}
+
+ReplayResult Core::Replay(const std::vector<bool>& index_valid) {
+  ReplayResult out;
+  uint64_t total = 0;
+  std::vector<WalScan> scans;
+  for (auto& s : shards_) {
+    scans.push_back(s->ScanWal(manifest_.epoch, manifest_.checkpoint_lsn, Window()));
+    total += scans.back().records;
+    out.dropped_bytes += scans.back().dropped_bytes;
+    out.logs_clean = out.logs_clean && scans.back().header_only;
+  }
+  // Transactions must follow the checkpoint without a gap, each with all of
+  // its legs; the first one that does not is where every shard is cut. A
+  // wal:false journal is one transaction at the LSN the checkpoint reached.
+  uint64_t base = manifest_.checkpoint_lsn + 1;
+  uint64_t first = UINT64_MAX;
+  uint32_t first_type = 0;
+  for (auto& s : shards_) {
+    uint32_t type = 0;
+    uint64_t l = s->FirstLsn(&type);
+    if (l && l < first) first = l, first_type = type;
+  }
+  if (first != UINT64_MAX && first_type == kWalImage) base = first;
+  std::vector<uint32_t> counts(total + 1, 0), legs(total + 1, 0);
+  for (auto& s : shards_) s->CountWal(base, counts, legs);
+  uint64_t cut = base;
+  while (cut - base < counts.size() && legs[cut - base] != 0 && counts[cut - base] == legs[cut - base]) cut++;
+  for (size_t i = 0; i < shards_.size(); i++) out.records += shards_[i]->ApplyWal(cut, index_valid[i], &out.dropped_bytes);
+  out.last_lsn = cut - 1 > manifest_.checkpoint_lsn ? cut - 1 : manifest_.checkpoint_lsn;
+  lsn_ = out.last_lsn;
+  durable_lsn_.store(lsn_);
+  appended_lsn_.store(lsn_);
+  return out;
+}
+
+void Core::Start() {
+  started_ = true;
+  if (!opts_.wal) return;
+  syncer_ = std::thread([this] { SyncerLoop(); });
+}
+
+// ------------------------------------------------------------------ syncing
+
+void Core::Kick() {
+  {
+    std::lock_guard<std::mutex> g(kick_mu_);
+    kicked_ = true;
+  }
+  kick_cv_.notify_one();
+}
+
+bool Core::RoundLocked() {
+  if (failed_.load()) return false;
+  uint64_t records = appended_records_.load(std::memory_order_acquire);
+  uint64_t lsn = appended_lsn_.load(std::memory_order_acquire);
+  uint64_t durable = durable_lsn_.load(std::memory_order_acquire);
+  if (lsn > durable) {
+    for (auto& s : shards_) {
+      if (s->wal_last_lsn.load(std::memory_order_acquire) <= durable) continue;
+      int err = DataSync(s->wal_fd());
+      if (err != 0) {
+        // Never retried: after a failed fsync the kernel may have dropped the
+        // dirty pages, so a later success would prove nothing.
+        failure_ = "fsync " + FileName("shard", s->index(), "wal") + ": " + std::strerror(err);
+        failed_.store(true);
+        break;
+      }
+    }
+    if (!failed_.load()) {
+      durable_records_.store(records, std::memory_order_release);
+      durable_lsn_.store(lsn, std::memory_order_release);
+      fsyncs_.fetch_add(1);
+    }
+  } else {
+    durable_records_.store(std::max(durable_records_.load(), records), std::memory_order_release);
+  }
+  { std::lock_guard<std::mutex> g(kick_mu_); }
+  durable_cv_.notify_all();
+  return !failed_.load();
+}
+
+void Core::SyncerLoop() {
+  const auto tick = std::chrono::milliseconds(std::max<uint32_t>(1, std::min<uint32_t>(100, opts_.sync_interval_ms / 10)));
+  for (;;) {
+    bool due;
+    {
+      std::unique_lock<std::mutex> lk(kick_mu_);
+      kick_cv_.wait_for(lk, tick, [&] { return stop_ || kicked_; });
+      if (stop_) return;
+      due = kicked_;
+      kicked_ = false;
+    }
+    if (!due && appended_lsn_.load() > durable_lsn_.load() &&
+        MonoMs() - first_unsynced_ms_.load() >= opts_.sync_interval_ms)
+      due = true;
+    if (!due) continue;
+    std::lock_guard<std::mutex> g(sync_mu_);
+    if (closed_) return;
+    RoundLocked();
+  }
+}
+
+void Core::StopSyncer() {
+  {
+    std::lock_guard<std::mutex> g(kick_mu_);
+    stop_ = true;
+  }
+  kick_cv_.notify_all();
+  durable_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
+}
+
+void Core::SyncTo(uint64_t target) {
+  std::lock_guard<std::mutex> g(sync_mu_);
+  if (failed_.load()) Fail(kIoError, "ledger is read-only after a failed fsync: " + failure_);
+  if (closed_) return;  // close checkpointed everything it had
+  if (durable_lsn_.load() >= target) return;
+  if (!RoundLocked()) Fail(kIoError, "ledger is read-only after a failed fsync: " + failure_);
+}
+
+// ------------------------------------------------------------------ operations
+
+Shard& Core::ShardFor(const uint8_t* key, uint32_t* hash) const {
+  *hash = KeyHash(key, manifest_.seed);
+  return *shards_[ShardOf(*hash, manifest_.shards)];
+}
+
+Status Core::Corrupt(uint32_t shard, uint32_t slot) {
+  detail_ = "account record failed its checksum: " + FileName("shard", shard, "bin") + " slot " + std::to_string(slot);
+  return kCorruption;
+}
+
+Status Core::Admit(Shard& a, Shard* b) {
+  if (closed_) return kClosed;
+  if (failed_.load()) return kIoError;
+  if (!opts_.wal) return kOk;
+  now_ms_ = WallMs();
+  try {
+    if (wal_total_ > kAutoCheckpointBytes) Checkpoint(false);
+    uint32_t n = 2;
+    if (b && b != &a) {
+      a.WalReserve(1);
+      b->WalReserve(1);
+    } else {
+      a.WalReserve(b ? 2 : 1);
+      n = b ? 2 : 1;
+    }
+    uint64_t durable = durable_records_.load(std::memory_order_acquire);
+    if (records_ == durable) first_unsynced_ms_.store(MonoMs(), std::memory_order_relaxed);
+    if (records_ != durable && records_ + n - durable > opts_.sync_every) {
+      // At most syncEvery records may ever be unsynced: wait for the syncer.
+      Kick();
+      std::unique_lock<std::mutex> lk(kick_mu_);
+      durable_cv_.wait(lk, [&] {
+        uint64_t d = durable_records_.load(std::memory_order_acquire);
+        return failed_.load() || stop_ || records_ == d || records_ + n - d <= opts_.sync_every;
+      });
+      if (failed_.load()) return kIoError;
+    }
+  } catch (const Failure& f) {
+    detail_ = f.message;
+    return f.code;
+  }
+  return kOk;
+}
+
+void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg,
+                     uint64_t amount) {
+  WalRecord* r = s.WalNext();
+  r->magic = kWalMagic;
+  r->timestamp = now_ms_;
+  r->type = type;
+  std::memcpy(&r->account, s.Rec(slot), kAccountSize);
+  r->lsn = lsn;
+  r->epoch = manifest_.epoch;
+  r->shard = s.index();
+  r->slot = slot;
+  r->legs = legs;
+  r->leg = leg;
+  r->amount = amount;
+  r->window = 0;
+  SealWal(r);
+  s.wal_last_lsn.store(lsn, std::memory_order_relaxed);
+  wal_total_ += kWalRecordSize;
+}
+
+void Core::Published(uint64_t lsn, uint32_t records) {
+  records_ += records;
+  appended_records_.store(records_, std::memory_order_relaxed);
+  appended_lsn_.store(lsn, std::memory_order_release);
+  if (opts_.wal && records_ - kicked_at_ >= std::max<uint32_t>(1, opts_.sync_every / 2)) {
+    kicked_at_ = records_;
+    Kick();
+  }
+}
+
+Status Core::Mint(const uint8_t* key, uint64_t amount) {
+  if (amount == 0) return kInvalidAmount;
+  uint32_t h;
+  Shard& s = ShardFor(key, &h);
+  uint32_t pos;
+  int64_t found = s.Find(key, h, &pos);
+  if (found >= 0) {
+    if (!s.Valid(static_cast<uint32_t>(found))) return Corrupt(s.index(), static_cast<uint32_t>(found));
+    if (s.Rec(static_cast<uint32_t>(found))->lamports > UINT64_MAX - amount) return kOverflow;
+  } else if (s.count() >= s.capacity()) {
+    return kCapacityExceeded;
+  }
+  if (Status st = Admit(s, nullptr); st != kOk) return st;
+  uint64_t lsn = ++lsn_;
+  uint32_t slot = found >= 0 ? static_cast<uint32_t>(found) : s.Create(key, h, pos, lsn);
+  AccountRecord* r = s.Rec(slot);
+  r->lamports += amount;
+  r->lsn = lsn;
+  s.Seal(slot);
+  if (opts_.wal) AppendWal(s, kWalMint, slot, lsn, 1, 0, amount);
+  Published(lsn, opts_.wal ? 1 : 0);
+  return kOk;
+}
+
+Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
+  if (amount == 0) return kInvalidAmount;
+  if (std::memcmp(from, to, 32) == 0) return kSameAccount;
+  uint32_t hf, ht, pos;
+  Shard& sf = ShardFor(from, &hf);
+  int64_t f = sf.Find(from, hf, &pos);
+  if (f < 0) return kAccountNotFound;
+  if (!sf.Valid(static_cast<uint32_t>(f))) return Corrupt(sf.index(), static_cast<uint32_t>(f));
+  if (sf.Rec(static_cast<uint32_t>(f))->lamports < amount) return kInsufficientFunds;
+  Shard& st = ShardFor(to, &ht);
+  int64_t t = st.Find(to, ht, &pos);
+  if (t >= 0) {
+    if (!st.Valid(static_cast<uint32_t>(t))) return Corrupt(st.index(), static_cast<uint32_t>(t));
+    if (st.Rec(static_cast<uint32_t>(t))->lamports > UINT64_MAX - amount) return kOverflow;
+  } else if (st.count() >= st.capacity()) {
+    return kCapacityExceeded;
+  }
+  if (Status s = Admit(sf, &st); s != kOk) return s;
+  uint64_t lsn = ++lsn_;
+  uint32_t from_slot = static_cast<uint32_t>(f);
+  uint32_t to_slot = t >= 0 ? static_cast<uint32_t>(t) : st.Create(to, ht, pos, lsn);
+  AccountRecord* a = sf.Rec(from_slot);
+  a->lamports -= amount;
+  a->lsn = lsn;
+  sf.Seal(from_slot);
+  AccountRecord* b = st.Rec(to_slot);
+  b->lamports += amount;
+  b->lsn = lsn;
+  st.Seal(to_slot);
+  if (opts_.wal) {
+    AppendWal(sf, kWalDebit, from_slot, lsn, 2, 0, amount);
+    AppendWal(st, kWalCredit, to_slot, lsn, 2, 1, amount);
+  }
+  Published(lsn, opts_.wal ? 2 : 0);
+  return kOk;
+}
+
+Status Core::Get(const uint8_t* key, uint8_t* out) {
+  uint32_t h, pos;
+  Shard& s = ShardFor(key, &h);
+  int64_t found = s.Find(key, h, &pos);
+  if (found < 0) return kAccountNotFound;
+  if (!s.Valid(static_cast<uint32_t>(found))) return Corrupt(s.index(), static_cast<uint32_t>(found));
+  std::memcpy(out, s.Rec(static_cast<uint32_t>(found)), kAccountSize);
+  return kOk;
+}
+
+void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
+  now_ms_ = WallMs();
+  for (size_t i = 0; i < n; i++, ops += kMintOpSize) statuses[i] = Mint(ops, Le64(ops + 32));
+}
+
+void Core::TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
+  now_ms_ = WallMs();
+  for (size_t i = 0; i < n; i++, ops += kTransferOpSize) statuses[i] = Transfer(ops, ops + 32, Le64(ops + 64));
+}
+
+void Core::GetBatch(const uint8_t* keys, size_t n, uint8_t* out) {
+  for (size_t i = 0; i < n; i++, keys += 32, out += kAccountSize) {
+    Status st = Get(keys, out);
+    if (st == kAccountNotFound) std::memset(out, 0, kAccountSize);
+    else if (st != kOk) Fail(st, detail_);
+  }
+}
+
+// ------------------------------------------------------------------ checkpoint
+
+void Core::WriteImageJournal() {
+  // wal:false has no log to repair a torn write-back with, so the checkpoint
+  // logs the images it is about to write, as one transaction, first.
+  uint32_t total = 0;
+  for (auto& s : shards_) total += s->ImageSlots();
+  if (total == 0) return;
+  now_ms_ = WallMs();
+  uint32_t leg = 0;
+  for (auto& s : shards_) {
+    uint32_t n = s->ImageSlots();
+    if (n == 0) continue;
+    s->WalReserve(n);
+    s->ForEachDirtySlot([&](uint32_t slot) { AppendWal(*s, kWalImage, slot, lsn_, total, leg++, 0); });
+  }
+  for (auto& s : shards_)
+    if (s->wal_last_lsn.load() != 0) DataSyncOrThrow(s->wal_fd(), FileName("shard", s->index(), "wal"));
+}
+
+void Core::Checkpoint(bool force) {
+  std::lock_guard<std::mutex> g(sync_mu_);
+  if (closed_) Fail(kClosed, "ledger is closed");
+  if (failed_.load()) Fail(kIoError, "ledger is read-only after a failure: " + failure_);
+  bool dirty = false;
+  for (auto& s : shards_) dirty = dirty || s->has_dirty();
+  if (!force && !dirty && lsn_ == manifest_.checkpoint_lsn) return;
+  try {
+    Manifest next = manifest_;
+    next.epoch++;
+    next.checkpoint_lsn = lsn_;
+    next.crc = 0;
+    // 1. The log first: every change about to reach the shard files must be
+    //    durable in the log, so a torn write-back is repaired by replay.
+    if (opts_.wal) {
+      if (!RoundLocked()) Fail(kIoError, failure_);
+    } else {
+      WriteImageJournal();
+    }
+    CrashPoint("checkpoint:after-wal-sync");
+    for (auto& s : shards_) s->WriteBackData();
+    CrashPoint("checkpoint:after-data-sync");
+    for (auto& s : shards_) s->WriteIndex(next);
+    CrashPoint("checkpoint:after-index");
+    // 2. The commit point: the manifest names the new epoch, and records of
+    //    the old one are never replayed again.
+    next.crc = Crc32c(&next, 60);
+    ReplaceFile(dir_, "MANIFEST", &next, sizeof next);
+    manifest_ = next;
+    CrashPoint("checkpoint:after-manifest");
+    // 3. Empty the logs for the new epoch.
+    uint64_t now = WallMs();
+    for (auto& s : shards_) {
+      s->WalResetTo(next.epoch, Window(), now);
+      s->ClearDirty();
+    }
+    CrashPoint("checkpoint:after-wal-reset");
+    wal_total_ = 0;
+    durable_records_.store(records_);
+    durable_lsn_.store(lsn_);
+    appended_lsn_.store(lsn_);
+  } catch (const Failure& f) {
+    failure_ = f.message;
+    failed_.store(true);
+    throw;
+  }
+}
+
+void Core::Close() {
+  StopSyncer();
+  std::lock_guard<std::mutex> g(sync_mu_);
+  closed_ = true;
+  shards_.clear();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+uint64_t Core::wal_bytes() const {
+  uint64_t n = 0;
+  for (auto& s : shards_) n += s->wal_bytes();
+  return n;
+}
+
+std::vector<ShardStats> Core::Stats() const {
+  std::vector<ShardStats> out;
+  for (auto& s : shards_) out.push_back({s->count(), s->capacity(), s->index_rebuilds()});
+  return out;
+}
+
+}  // namespace gl

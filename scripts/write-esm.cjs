@@ -1,0 +1,14 @@
+// Writes dist/index.mjs: an ES module face over the CommonJS build, so that
+// `import { Ledger } from 'geometric-ledger'` and `require(...)` share one
+// instance of the module (and of the loaded addon).
+const fs = require('node:fs');
+const path = require('node:path');
+const dist = path.join(__dirname, '..', 'dist');
+const names = Object.keys(require(path.join(dist, 'index.js'))).filter((n) => n !== 'default' && n !== '__esModule');
+const body = [
+  "import cjs from './index.js';",
+  `export const { ${names.join(', ')} } = cjs;`,
+  'export default cjs;',
+  '',
+].join('\n');
+fs.writeFileSync(path.join(dist, 'index.mjs'), body);

@@ -1,0 +1,194 @@
+/**
+ * The on-disk formats, TypeScript side. native/format.h is the reference; the
+ * constants here mirror it (test/core/formats.test.ts checks that they agree
+ * with the files the native core writes). docs/formats.md has the grammar.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { LedgerError } from './errors';
+
+export const ACCOUNT_SIZE = 128;
+export const ACCOUNT_CRC_LEN = 124;
+export const ACCOUNT_VERSION = 1;
+export const Account = Object.freeze({
+  PUBKEY: 0, LAMPORTS: 32, LSN: 40, OWNER: 48, RENT_EPOCH: 80, CREATED_LSN: 88,
+  SLOT: 96, FLAGS: 100, DATA_LEN: 104, VERSION: 108, CRC: 124,
+});
+
+export const WAL_RECORD_SIZE = 224;
+export const WAL_MAGIC = 0x57314c47;
+export const WalType = Object.freeze({ HEADER: 1, MINT: 2, DEBIT: 3, CREDIT: 4, IMAGE: 5 });
+export const Wal = Object.freeze({
+  MAGIC: 0, TIMESTAMP: 4, TYPE: 12, CRC: 16, ACCOUNT: 20, LSN: 148, EPOCH: 156, SHARD: 164,
+  SLOT: 168, LEGS: 172, LEG: 176, AMOUNT: 180, WINDOW: 188,
+});
+export const UNBOUNDED_WINDOW = 0xffffffff;
+
+export const PAGE_SIZE = 4096;
+export const INDEX_MAGIC = 0x58494c47;
+export const INDEX_HEADER_SIZE = 64;
+
+export const MANIFEST_FILE = 'MANIFEST';
+export const MANIFEST_MAGIC = 0x464d4c47;
+export const MANIFEST_VERSION = 1;
+export const MANIFEST_SIZE = 64;
+
+export const MARKER_FILE = '.clean_shutdown';
+export const MARKER_MAGIC = 0x53434c47; // "GLCS"
+export const MARKER_SIZE = 32;
+
+export const MINT_OP_SIZE = 40;
+export const TRANSFER_OP_SIZE = 72;
+
+export function shardFile(prefix: 'shard' | 'index', shard: number, ext: 'bin' | 'wal'): string {
+  return `${prefix}_${String(shard).padStart(3, '0')}.${ext}`;
+}
+
+// ---------------------------------------------------------------- CRC-32C
+const TABLE = (() => {
+  const t = new Int32Array(8 * 256);
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[i] = c;
+  }
+  for (let i = 0; i < 256; i++) {
+    for (let s = 1; s < 8; s++) t[s * 256 + i] = (t[(s - 1) * 256 + i] >>> 8) ^ t[t[(s - 1) * 256 + i] & 0xff];
+  }
+  return t;
+})();
+
+/** Raw CRC-32C state update (start at 0xFFFFFFFF, finish with ~state >>> 0). Slice-by-8. */
+export function crc32cUpdate(state: number, buf: Uint8Array, start: number, end: number): number {
+  const t = TABLE;
+  let c = state | 0;
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const lo = c ^ (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24));
+    c = t[1792 + (lo & 0xff)] ^ t[1536 + ((lo >>> 8) & 0xff)] ^ t[1280 + ((lo >>> 16) & 0xff)] ^ t[1024 + (lo >>> 24)] ^
+      t[768 + buf[i + 4]] ^ t[512 + buf[i + 5]] ^ t[256 + buf[i + 6]] ^ t[buf[i + 7]];
+  }
+  for (; i < end; i++) c = (c >>> 8) ^ t[(c ^ buf[i]) & 0xff];
+  return c;
+}
+export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
+  return ~crc32cUpdate(0xffffffff, buf, start, end) >>> 0;
+}
+
+// ---------------------------------------------------------------- manifest
+export interface Manifest {
+  shards: number;
+  accountsPerShard: number;
+  indexCapacity: number;
+  seed: number;
+  epoch: bigint;
+  checkpointLsn: bigint;
+}
+
+export function encodeManifest(m: Manifest): Buffer {
+  const b = Buffer.alloc(MANIFEST_SIZE);
+  b.writeUInt32LE(MANIFEST_MAGIC, 0);
+  b.writeUInt32LE(MANIFEST_VERSION, 4);
+  b.writeUInt32LE(m.shards, 8);
+  b.writeUInt32LE(m.accountsPerShard, 12);
+  b.writeUInt32LE(m.indexCapacity, 16);
+  b.writeUInt32LE(m.seed, 20);
+  b.writeBigUInt64LE(m.epoch, 24);
+  b.writeBigUInt64LE(m.checkpointLsn, 32);
+  b.writeUInt32LE(crc32c(b, 0, 60), 60);
+  return b;
+}
+
+export function decodeManifest(b: Uint8Array, where: string): Manifest {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  if (buf.length !== MANIFEST_SIZE || buf.readUInt32LE(0) !== MANIFEST_MAGIC || buf.readUInt32LE(60) !== crc32c(buf, 0, 60)) {
+    throw new LedgerError('CORRUPTION', `${where}: manifest is damaged (size, magic or checksum)`);
+  }
+  if (buf.readUInt32LE(4) !== MANIFEST_VERSION) {
+    throw new LedgerError('CORRUPTION', `${where}: manifest version ${buf.readUInt32LE(4)} is not supported`);
+  }
+  return {
+    shards: buf.readUInt32LE(8),
+    accountsPerShard: buf.readUInt32LE(12),
+    indexCapacity: buf.readUInt32LE(16),
+    seed: buf.readUInt32LE(20),
+    epoch: buf.readBigUInt64LE(24),
+    checkpointLsn: buf.readBigUInt64LE(32),
+  };
+}
+
+/** The manifest of `dir`, or undefined for a directory that holds no ledger yet. */
+export function readManifest(dir: string): Manifest | undefined {
+  const file = path.join(dir, MANIFEST_FILE);
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (fs.existsSync(path.join(dir, shardFile('shard', 0, 'bin')))) {
+        throw new LedgerError('CORRUPTION', `${file}: missing, but the directory holds shard files`);
+      }
+      return undefined;
+    }
+    throw new LedgerError('IO_ERROR', `${file}: ${(e as Error).message}`);
+  }
+  return decodeManifest(bytes, file);
+}
+
+// ---------------------------------------------------------------- clean-shutdown marker
+// A hint only: it lets open skip scanning the logs when it names the current
+// epoch and checkpoint and every log is an empty header. A stale one never
+// skips replay, because the logs are still checked.
+export interface Marker {
+  epoch: bigint;
+  checkpointLsn: bigint;
+}
+
+export function encodeMarker(m: Marker): Buffer {
+  const b = Buffer.alloc(MARKER_SIZE);
+  b.writeUInt32LE(MARKER_MAGIC, 0);
+  b.writeUInt32LE(1, 4);
+  b.writeBigUInt64LE(m.epoch, 8);
+  b.writeBigUInt64LE(m.checkpointLsn, 16);
+  b.writeUInt32LE(crc32c(b, 0, 28), 28);
+  return b;
+}
+
+export function decodeMarker(b: Buffer): Marker | undefined {
+  if (b.length !== MARKER_SIZE || b.readUInt32LE(0) !== MARKER_MAGIC || b.readUInt32LE(28) !== crc32c(b, 0, 28)) return undefined;
+  return { epoch: b.readBigUInt64LE(8), checkpointLsn: b.readBigUInt64LE(16) };
+}
+
+/** Reads and removes the marker: it describes the previous run only. */
+export function takeMarker(dir: string): Marker | undefined {
+  const file = path.join(dir, MARKER_FILE);
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch {
+    return undefined;
+  }
+  fs.rmSync(file, { force: true });
+  return decodeMarker(bytes);
+}
+
+export function writeMarker(dir: string, m: Marker): void {
+  const file = path.join(dir, MARKER_FILE);
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, encodeMarker(m));
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  syncDir(dir);
+}
+
+export function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,328 @@
+import * as fs from 'node:fs';
+import { randomInt } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { decodeAccount, type Account } from './account';
+import { checkAmount } from './amount';
+import { BatchStatus, LedgerError, errorFor } from './errors';
+import type { Engine, EngineCore, EngineStats } from './engine';
+import {
+  ACCOUNT_SIZE, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, takeMarker, writeMarker,
+} from './format';
+import { keyBytes, type Pubkey } from './pubkey';
+import { nativeEngine } from './native-engine';
+
+export interface Progress {
+  phase: 'replay' | 'rebuild';
+  done: number;
+  total: number;
+}
+
+export interface LedgerOptions {
+  shards?: number;
+  accountsPerShard?: number;
+  wal?: boolean;
+  syncEvery?: number;
+  syncIntervalMs?: number;
+  onProgress?: (p: Progress) => void;
+  engine?: 'native' | 'js';
+}
+
+export interface Recovery {
+  mode: 'new' | 'clean' | 'replay' | 'rebuild';
+  ms: number;
+  walRecordsReplayed: number;
+  walBytesDropped: number;
+  shardsRebuilt: number;
+  reason: string;
+}
+
+export interface ShardStats {
+  accounts: number;
+  capacity: number;
+  loadFactor: number;
+  indexRebuilds: number;
+}
+
+export interface LedgerStats extends Omit<EngineStats, 'shards'> {
+  accounts: number;
+  shards: ShardStats[];
+}
+
+const MAX_SHARDS = 4096;
+// Slots are u32 and the index holds twice the capacity in a power of two.
+const MAX_ACCOUNTS_PER_SHARD = 2 ** 30;
+
+function positiveInt(name: string, v: unknown, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max) {
+    throw new LedgerError('INVALID_OPTIONS', `${name} must be an integer in 1..${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function crashPoint(name: string): void {
+  if (process.env.GL_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+}
+
+const engines: Record<string, () => Engine | Error> = { native: nativeEngine };
+/** Lets the JS engine register itself without the native engine depending on it. */
+export function registerEngine(name: 'native' | 'js', load: () => Engine | Error): void {
+  engines[name] = load;
+}
+
+export class Ledger {
+  readonly recovery: Recovery;
+  readonly dir: string;
+  #core: EngineCore | undefined;
+  #wal: boolean;
+  #closing: Promise<void> | undefined;
+  // Reused for one-by-one reads: valid only until the next call into the core.
+  readonly #scratch = new Uint8Array(ACCOUNT_SIZE);
+
+  private constructor(dir: string, core: EngineCore, wal: boolean, recovery: Recovery) {
+    this.dir = dir;
+    this.#core = core;
+    this.#wal = wal;
+    this.recovery = recovery;
+  }
+
+  /**
+   * Opens (or creates) the ledger in `dir`. Decides how: a clean open when the
+   * clean-shutdown marker, the logs and the indexes all agree; otherwise log
+   * replay, and index rebuilds for any shard whose index is not exact.
+   */
+  static async open(dir: string, options: LedgerOptions = {}): Promise<Ledger> {
+    if (typeof dir !== 'string' || dir.length === 0) throw new LedgerError('INVALID_OPTIONS', 'dir must be a non-empty string');
+    if (options === null || typeof options !== 'object') throw new LedgerError('INVALID_OPTIONS', 'options must be an object');
+    const shards = positiveInt('shards', options.shards, MAX_SHARDS);
+    const accountsPerShard = positiveInt('accountsPerShard', options.accountsPerShard, MAX_ACCOUNTS_PER_SHARD);
+    const syncEvery = positiveInt('syncEvery', options.syncEvery, 2 ** 31) ?? 1000;
+    const syncIntervalMs = positiveInt('syncIntervalMs', options.syncIntervalMs, 2 ** 31) ?? 1000;
+    const wal = options.wal ?? true;
+    if (typeof wal !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'wal must be a boolean');
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new LedgerError('INVALID_OPTIONS', 'onProgress must be a function');
+    }
+    const engineName = options.engine ?? 'native';
+    const load = engines[engineName];
+    if (!load) throw new LedgerError('INVALID_OPTIONS', `unknown engine ${String(engineName)}`);
+    const engine = load();
+    if (engine instanceof Error) {
+      throw new LedgerError('INVALID_OPTIONS', `the ${engineName} engine is not available here: ${engine.message}`);
+    }
+    const progress = options.onProgress ?? (() => {});
+
+    const started = performance.now();
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new LedgerError('IO_ERROR', `cannot create ${dir}: ${(e as Error).message}`);
+    }
+    const core = engine.newCore(dir);
+    try {
+      let manifest = readManifest(dir);
+      let fresh = false;
+      if (!manifest) {
+        const aps = accountsPerShard ?? 1_000_000;
+        manifest = {
+          shards: shards ?? 16,
+          accountsPerShard: aps,
+          indexCapacity: 2 ** Math.ceil(Math.log2(Math.max(1024, aps * 2))),
+          seed: randomInt(0, 2 ** 32),
+          epoch: 1n,
+          checkpointLsn: 0n,
+        };
+        core.create(manifest);
+        fresh = true;
+      } else {
+        if (shards !== undefined && shards !== manifest.shards) {
+          throw new LedgerError('INVALID_OPTIONS', `the ledger has ${manifest.shards} shards, not ${shards}`);
+        }
+        if (accountsPerShard !== undefined && accountsPerShard !== manifest.accountsPerShard) {
+          throw new LedgerError('INVALID_OPTIONS',
+            `the ledger has ${manifest.accountsPerShard} accounts per shard, not ${accountsPerShard}`);
+        }
+      }
+      const recovery = Ledger.#recover(core, dir, manifest, { wal, syncEvery, syncIntervalMs }, fresh, progress);
+      core.start();
+      recovery.ms = performance.now() - started;
+      return new Ledger(dir, core, wal, recovery);
+    } catch (e) {
+      core.close();
+      throw e;
+    }
+  }
+
+  static #recover(core: EngineCore, dir: string, manifest: Manifest, o: { wal: boolean; syncEvery: number; syncIntervalMs: number },
+    fresh: boolean, progress: (p: Progress) => void): Recovery {
+    const indexValid = core.open(manifest, o);
+    const marker = takeMarker(dir);
+    const logsEmpty = core.logsHeaderOnly();
+    const recovery: Recovery = { mode: 'new', ms: 0, walRecordsReplayed: 0, walBytesDropped: 0, shardsRebuilt: 0, reason: '' };
+    if (fresh) {
+      core.checkpoint(true); // starts the first log epoch
+      recovery.reason = 'created';
+      return recovery;
+    }
+    const markerOk = marker !== undefined && marker.epoch === manifest.epoch && marker.checkpointLsn === manifest.checkpointLsn;
+    const stale = indexValid.flatMap((ok, i) => (ok ? [] : [i]));
+    if (markerOk && logsEmpty && stale.length === 0) {
+      recovery.mode = 'clean';
+      recovery.reason = 'clean shutdown';
+      return recovery;
+    }
+    recovery.reason = !marker ? 'no clean-shutdown marker'
+      : !markerOk ? 'stale clean-shutdown marker'
+        : !logsEmpty ? 'clean-shutdown marker but the log has records'
+          : 'index not valid for the last checkpoint';
+    progress({ phase: 'replay', done: 0, total: 1 });
+    const r = core.replay(indexValid);
+    progress({ phase: 'replay', done: 1, total: 1 });
+    recovery.mode = 'replay';
+    recovery.walRecordsReplayed = r.records;
+    recovery.walBytesDropped = r.droppedBytes;
+    stale.forEach((shard, i) => {
+      progress({ phase: 'rebuild', done: i, total: stale.length });
+      core.rebuildIndex(shard);
+    });
+    if (stale.length > 0) {
+      progress({ phase: 'rebuild', done: stale.length, total: stale.length });
+      recovery.mode = 'rebuild';
+      recovery.shardsRebuilt = stale.length;
+      recovery.reason += `; index rebuilt for shard${stale.length > 1 ? 's' : ''} ${stale.join(', ')}`;
+    }
+    // Fold what was recovered into the shard files and start a new log epoch,
+    // so that a cut-off tail can never be confused with new records.
+    if (!logsEmpty || stale.length > 0) core.checkpoint(true);
+    return recovery;
+  }
+
+  #live(): EngineCore {
+    const core = this.#core;
+    if (!core || this.#closing) throw new LedgerError('CLOSED', 'ledger is closed');
+    return core;
+  }
+
+  #fail(core: EngineCore, status: number): never {
+    throw errorFor(status, status === BatchStatus.CORRUPTION || status === BatchStatus.IO_ERROR ? core.detail() : undefined);
+  }
+
+  /** Credits `amount` to `pubkey`, creating the account if absent. */
+  mint(pubkey: Pubkey, amount: bigint | number): void {
+    const core = this.#live();
+    const key = keyBytes(pubkey);
+    const st = core.mint(key, checkAmount(amount));
+    if (st !== BatchStatus.OK) this.#fail(core, st);
+  }
+
+  /** Moves `amount` from `from` (which must exist) to `to` (created if absent): both or neither. */
+  transfer(from: Pubkey, to: Pubkey, amount: bigint | number): void {
+    const core = this.#live();
+    const a = keyBytes(from);
+    const b = keyBytes(to);
+    const st = core.transfer(a, b, checkAmount(amount));
+    if (st !== BatchStatus.OK) this.#fail(core, st);
+  }
+
+  get(pubkey: Pubkey): Account | undefined {
+    const core = this.#live();
+    const st = core.get(keyBytes(pubkey), this.#scratch);
+    if (st === BatchStatus.OK) return decodeAccount(this.#scratch);
+    if (st === BatchStatus.ACCOUNT_NOT_FOUND) return undefined;
+    this.#fail(core, st);
+  }
+
+  balance(pubkey: Pubkey): bigint {
+    const core = this.#live();
+    const st = core.get(keyBytes(pubkey), this.#scratch);
+    if (st === BatchStatus.OK) {
+      return new DataView(this.#scratch.buffer, this.#scratch.byteOffset).getBigUint64(32, true);
+    }
+    if (st === BatchStatus.ACCOUNT_NOT_FOUND) return 0n;
+    this.#fail(core, st);
+  }
+
+  /**
+   * Applies N mints from `ops` (N x 40 bytes: pubkey[32], amount u64 LE) in
+   * order; returns one BatchStatus byte per op. `ops` is read in place during
+   * the call and not kept.
+   */
+  mintBatch(ops: Uint8Array): Uint8Array {
+    const core = this.#live();
+    const n = batchCount(ops, MINT_OP_SIZE, 'mintBatch');
+    const statuses = new Uint8Array(n);
+    core.mintBatch(ops, statuses);
+    return statuses;
+  }
+
+  /** N x 72 bytes: from[32], to[32], amount u64 LE. As mintBatch. */
+  transferBatch(ops: Uint8Array): Uint8Array {
+    const core = this.#live();
+    const n = batchCount(ops, TRANSFER_OP_SIZE, 'transferBatch');
+    const statuses = new Uint8Array(n);
+    core.transferBatch(ops, statuses);
+    return statuses;
+  }
+
+  /**
+   * Reads N accounts (N x 32-byte keys) into `out` (N x 128 bytes, all zero
+   * where absent): copies of the records, owned by the caller. Throws
+   * CORRUPTION if any record fails its checksum.
+   */
+  getBatch(pubkeys: Uint8Array, out?: Uint8Array): Uint8Array {
+    const core = this.#live();
+    const n = batchCount(pubkeys, 32, 'getBatch');
+    const target = out ?? new Uint8Array(n * ACCOUNT_SIZE);
+    if (!(target instanceof Uint8Array) || target.length < n * ACCOUNT_SIZE) {
+      throw new LedgerError('INVALID_BATCH', `getBatch: out must be a Uint8Array of at least ${n * ACCOUNT_SIZE} bytes`);
+    }
+    core.getBatch(pubkeys, target);
+    return target;
+  }
+
+  /** Resolves once every operation issued before the call is durable (group commit). */
+  async sync(): Promise<void> {
+    const core = this.#live();
+    if (!this.#wal) return this.checkpoint(); // nothing is durable without a log until a checkpoint
+    return core.sync();
+  }
+
+  /** Writes data and indexes back to their files and starts a new, empty log epoch. */
+  async checkpoint(): Promise<void> {
+    this.#live().checkpoint(false);
+  }
+
+  /** Checkpoints, writes the clean-shutdown marker and releases the directory. Idempotent. */
+  close(): Promise<void> {
+    if (!this.#closing) {
+      const core = this.#core!;
+      this.#closing = (async () => {
+        try {
+          core.checkpoint(false);
+          crashPoint('close:after-checkpoint');
+          const m = readManifest(this.dir)!;
+          writeMarker(this.dir, { epoch: m.epoch, checkpointLsn: m.checkpointLsn });
+          crashPoint('close:after-marker');
+        } finally {
+          core.close();
+          this.#core = undefined;
+        }
+      })();
+    }
+    return this.#closing;
+  }
+
+  stats(): LedgerStats {
+    const s = this.#live().stats();
+    const shards = s.shards.map((x) => ({ ...x, loadFactor: x.accounts / x.capacity }));
+    return { ...s, accounts: shards.reduce((n, x) => n + x.accounts, 0), shards };
+  }
+}
+
+function batchCount(buf: Uint8Array, size: number, what: string): number {
+  if (!(buf instanceof Uint8Array)) throw new LedgerError('INVALID_BATCH', `${what}: expected a Uint8Array`);
+  if (buf.length % size !== 0) {
+    throw new LedgerError('INVALID_BATCH', `${what}: length ${buf.length} is not a multiple of ${size}`);
+  }
+  return buf.length / size;
+}
