@@ -5,6 +5,8 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <csignal>
+#include <cstdlib>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -49,12 +51,24 @@ Core::Core(const std::string& dir) : dir_(dir) {
     if (err == EWOULDBLOCK) Fail(kLocked, "ledger directory is locked by another open ledger: " + dir);
     FailErrno("lock " + dir, err);
   }
+  // The pure-TypeScript engine cannot flock; it records its pid here instead,
+  // and so do we, so that each engine sees the other's hold.
+  char buf[32] = {};
+  ssize_t n = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? std::atol(buf) : 0;
+  if (pid > 0 && pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    Fail(kLocked, "ledger directory is locked by process " + std::to_string(pid) + ": " + dir);
+  }
+  std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) == 0) WriteAt(lock_fd_, me.data(), me.size(), 0, "LOCK");
 }
 
 Core::~Core() {
   StopSyncer();
   shards_.clear();
-  if (lock_fd_ >= 0) ::close(lock_fd_);
+  ReleaseLock();
 }
 
 void Core::Create(const Manifest& m) {
@@ -442,7 +456,15 @@ void Core::Close() {
   std::lock_guard<std::mutex> g(sync_mu_);
   closed_ = true;
   shards_.clear();
-  if (lock_fd_ >= 0) ::close(lock_fd_);
+  ReleaseLock();
+}
+
+void Core::ReleaseLock() {
+  if (lock_fd_ < 0) return;
+  if (::ftruncate(lock_fd_, 0) != 0) {
+    // Only a hint for the TypeScript engine; the flock goes with the descriptor.
+  }
+  ::close(lock_fd_);
   lock_fd_ = -1;
 }
 

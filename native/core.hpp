@@ -81,6 +81,7 @@ class Core {
   void Kick();
   void SyncerLoop();
   void StopSyncer();
+  void ReleaseLock();
   void WriteImageJournal();
   uint32_t Window() const { return opts_.wal ? opts_.sync_every : kUnboundedWindow; }
   Status Corrupt(uint32_t shard, uint32_t slot);

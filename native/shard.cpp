@@ -437,8 +437,12 @@ uint32_t Shard::ImageSlots() {
 void Shard::WriteBackData() {
   std::string name = FileName("shard", index_, "bin");
   size_t run_start = 0, run_len = 0;
+  uint64_t file_bytes = uint64_t(capacity_) * kAccountSize;
   auto flush = [&] {
-    if (run_len) WriteAt(data_fd_, data_ + run_start * kPageSize, run_len * kPageSize, run_start * kPageSize, name);
+    if (run_len) {
+      uint64_t off = run_start * kPageSize;
+      WriteAt(data_fd_, data_ + off, std::min<uint64_t>(run_len * kPageSize, file_bytes - off), off, name);
+    }
     run_len = 0;
   };
   dirty_data_.ForEach(data_pages_, [&](size_t p) {

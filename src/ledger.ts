@@ -25,6 +25,8 @@ export interface LedgerOptions {
   syncIntervalMs?: number;
   onProgress?: (p: Progress) => void;
   engine?: 'native' | 'js';
+  /** Hash seed for a new ledger (default: random). Tests use it to compare engines file for file. */
+  seed?: number;
 }
 
 export interface Recovery {
@@ -128,7 +130,7 @@ export class Ledger {
           shards: shards ?? 16,
           accountsPerShard: aps,
           indexCapacity: 2 ** Math.ceil(Math.log2(Math.max(1024, aps * 2))),
-          seed: randomInt(0, 2 ** 32),
+          seed: options.seed ?? randomInt(0, 2 ** 32),
           epoch: 1n,
           checkpointLsn: 0n,
         };
@@ -172,8 +174,8 @@ export class Ledger {
       return recovery;
     }
     recovery.reason = !marker ? 'no clean-shutdown marker'
-      : !markerOk ? 'stale clean-shutdown marker'
-        : !logsEmpty ? 'clean-shutdown marker but the log has records'
+      : !markerOk ? 'stale clean-shutdown marker: it names another checkpoint'
+        : !logsEmpty ? 'stale clean-shutdown marker: the log has records'
           : 'index not valid for the last checkpoint';
     progress({ phase: 'replay', done: 0, total: 1 });
     const r = core.replay(indexValid);

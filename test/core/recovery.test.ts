@@ -1,0 +1,243 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DIST, engines, key, Ledger, open, tmpDir } from './helpers';
+
+const WAL = 224;
+
+/** What a crash would leave: the files as the kernel holds them now (the ledger stays open). */
+function snapshot(dir: string): string {
+  const copy = tmpDir('gl-crash');
+  for (const f of fs.readdirSync(dir)) if (f !== 'LOCK') fs.copyFileSync(path.join(dir, f), path.join(copy, f));
+  return copy;
+}
+
+function walRecords(file: string): number {
+  const b = fs.readFileSync(file);
+  let n = 0;
+  for (let o = WAL; o + WAL <= b.length; o += WAL) if (b.readUInt32LE(o) === 0x57314c47) n++;
+  return n;
+}
+
+/** Runs `ops` mints of 1 to key(i % keys), in order: balances after the first `k` of them. */
+function mintModel(k: number, keys: number): bigint[] {
+  const out = new Array<bigint>(keys).fill(0n);
+  for (let i = 0; i < k; i++) out[i % keys] += BigInt(i + 1);
+  return out;
+}
+
+function balances(l: Ledger, keys: number): bigint[] {
+  return Array.from({ length: keys }, (_, i) => l.balance(key(i)));
+}
+
+describe.each(engines)('%s engine: recovery', (engine) => {
+  let ledger: Ledger | undefined;
+  afterEach(async () => {
+    await ledger?.close().catch(() => {});
+    ledger = undefined;
+  });
+
+  it('a clean close reopens in the clean mode with every account', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine);
+    for (let i = 0; i < 500; i++) ledger.mint(key(i % 50), BigInt(i + 1));
+    await ledger.close();
+    ledger = await Ledger.open(dir, { engine });
+    expect(ledger.recovery).toMatchObject({ mode: 'clean', walRecordsReplayed: 0, walBytesDropped: 0, shardsRebuilt: 0 });
+    expect(balances(ledger, 50)).toEqual(mintModel(500, 50));
+  });
+
+  it('a checkpoint empties the log and a crash after it replays only what followed', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine);
+    for (let i = 0; i < 300; i++) ledger.mint(key(i % 30), BigInt(i + 1));
+    await ledger.checkpoint();
+    expect(ledger.stats().checkpointLsn).toBe(300n);
+    for (let i = 300; i < 400; i++) ledger.mint(key(i % 30), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const l2 = await Ledger.open(crashed, { engine });
+    expect(l2.recovery.mode).toBe('replay');
+    expect(l2.recovery.walRecordsReplayed).toBe(100);
+    expect(balances(l2, 30)).toEqual(mintModel(400, 30));
+    await l2.close();
+  });
+
+  it('a WAL tail cut at every byte offset of its last records recovers an exact prefix', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 100_000 });
+    const N = 40;
+    for (let i = 0; i < N; i++) ledger.mint(key(i % 7), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const wal = path.join(crashed, 'shard_000.wal');
+    const full = fs.readFileSync(wal);
+    const end = WAL * (N + 1);
+    for (let cut = end - 3 * WAL; cut <= end; cut++) {
+      const d = tmpDir('gl-cut');
+      for (const f of fs.readdirSync(crashed)) fs.copyFileSync(path.join(crashed, f), path.join(d, f));
+      fs.writeFileSync(path.join(d, 'shard_000.wal'), full.subarray(0, cut));
+      const l = await Ledger.open(d, { engine });
+      const kept = Math.floor(cut / WAL) - 1;
+      expect(l.stats().lsn, `cut at ${cut}`).toBe(BigInt(kept));
+      expect(balances(l, 7), `cut at ${cut}`).toEqual(mintModel(kept, 7));
+      expect(l.recovery.walBytesDropped, `cut at ${cut}`).toBe(cut % WAL);
+      await l.close();
+      fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('zeros appended to the log are ignored and garbage is cut and reported', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1 });
+    for (let i = 0; i < 20; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const wal = path.join(crashed, 'shard_000.wal');
+    const records = fs.readFileSync(wal).subarray(0, WAL * 21);
+    fs.writeFileSync(wal, Buffer.concat([records, Buffer.alloc(5000)]));
+    let l = await Ledger.open(crashed, { engine });
+    expect(l.recovery.walBytesDropped).toBe(0);
+    expect(balances(l, 5)).toEqual(mintModel(20, 5));
+    await l.close();
+
+    const crashed2 = snapshot(dir);
+    const garbage = Buffer.alloc(1000);
+    for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) & 0xff;
+    fs.writeFileSync(path.join(crashed2, 'shard_000.wal'), Buffer.concat([records, garbage]));
+    l = await Ledger.open(crashed2, { engine });
+    expect(l.recovery.walBytesDropped).toBe(1000);
+    expect(balances(l, 5)).toEqual(mintModel(20, 5));
+    await l.close();
+  });
+
+  it('a damaged record followed by more than a sync window of valid records fails with CORRUPTION', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 8 });
+    for (let i = 0; i < 40; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const wal = path.join(crashed, 'shard_000.wal');
+    const b = fs.readFileSync(wal);
+    b[WAL * 5 + 40] ^= 0x10; // inside record 5's account image; 35 valid records follow
+    fs.writeFileSync(wal, b);
+    await expect(Ledger.open(crashed, { engine })).rejects.toMatchObject({
+      code: 'CORRUPTION',
+      message: expect.stringMatching(/shard_000\.wal.*offset 1120/),
+    });
+    // A damaged record near the end (within one window) is a torn tail instead.
+    const crashed2 = snapshot(dir);
+    const b2 = fs.readFileSync(path.join(crashed2, 'shard_000.wal'));
+    b2[WAL * 36 + 40] ^= 0x10; // record 36 of 40: 4 valid records follow
+    fs.writeFileSync(path.join(crashed2, 'shard_000.wal'), b2);
+    const l = await Ledger.open(crashed2, { engine });
+    expect(l.stats().lsn).toBe(35n);
+    expect(l.recovery.walBytesDropped).toBe(5 * WAL);
+    expect(balances(l, 5)).toEqual(mintModel(35, 5));
+    await l.close();
+  });
+
+  it('a cross-shard transfer missing one leg is cut with everything after it', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 4 });
+    // find two keys in different shards: their first log records land in different files
+    const a = key(1000);
+    ledger.mint(a, 100n);
+    const walOf = (d: string) => fs.readdirSync(d).filter((f) => f.endsWith('.wal')).map((f) => path.join(d, f));
+    const counts = () => walOf(dir).map(walRecords);
+    const shardOfA = counts().findIndex((n) => n === 1);
+    let b: Buffer | undefined;
+    for (let i = 0; !b; i++) {
+      const before = counts();
+      ledger.mint(key(2000 + i), 1n);
+      const after = counts();
+      if (after.findIndex((n, j) => n !== before[j]) !== shardOfA) b = key(2000 + i);
+    }
+    const lsnBefore = ledger.stats().lsn;
+    ledger.transfer(a, b, 30n);
+    ledger.mint(a, 5n);
+    const crashed = snapshot(dir);
+    // remove the credit leg: the last record of b's shard file
+    const bShard = counts().findIndex((n, j) => j !== shardOfA && n > 0 && walRecords(walOf(dir)[j]) > 0 &&
+      fs.readFileSync(walOf(dir)[j]).readUInt32LE(WAL * n + 12) === 4);
+    const bWal = walOf(crashed)[bShard];
+    const n = walRecords(bWal);
+    fs.truncateSync(bWal, WAL * n); // drop its last record (the credit)
+    const l = await Ledger.open(crashed, { engine });
+    expect(l.stats().lsn).toBe(lsnBefore);
+    expect(l.balance(a)).toBe(100n);
+    expect(l.balance(b)).toBe(1n);
+    expect(l.recovery.walBytesDropped).toBeGreaterThanOrEqual(2 * WAL); // the debit leg and the later mint
+    await l.close();
+  });
+
+  it('a stale clean-shutdown marker never skips replay', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine);
+    ledger.mint(key(1), 10n);
+    await ledger.close();
+    const marker = fs.readFileSync(path.join(dir, '.clean_shutdown'));
+    ledger = await Ledger.open(dir, { engine });
+    ledger.mint(key(1), 5n);
+    ledger.mint(key(2), 7n);
+    const crashed = snapshot(dir);
+    fs.writeFileSync(path.join(crashed, '.clean_shutdown'), marker);
+    const l = await Ledger.open(crashed, { engine });
+    expect(l.recovery.mode).toBe('replay');
+    expect(l.recovery.reason).toMatch(/stale/);
+    expect(l.balance(key(1))).toBe(15n);
+    expect(l.balance(key(2))).toBe(7n);
+    await l.close();
+  });
+
+  it('records from before a checkpoint are never replayed', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1 });
+    for (let i = 0; i < 10; i++) ledger.mint(key(i), 1n);
+    const oldLog = fs.readFileSync(path.join(dir, 'shard_000.wal')).subarray(0, WAL * 11);
+    await ledger.checkpoint();
+    ledger.mint(key(0), 100n);
+    const crashed = snapshot(dir);
+    // an old epoch's records after the current ones, as if truncation had been lost
+    const cur = fs.readFileSync(path.join(crashed, 'shard_000.wal')).subarray(0, WAL * 2);
+    fs.writeFileSync(path.join(crashed, 'shard_000.wal'), Buffer.concat([cur, oldLog.subarray(WAL)]));
+    const l = await Ledger.open(crashed, { engine });
+    expect(l.recovery.walRecordsReplayed).toBe(1);
+    expect(l.recovery.walBytesDropped).toBe(0);
+    expect(l.balance(key(0))).toBe(101n);
+    expect(l.balance(key(1))).toBe(1n);
+    await l.close();
+  });
+
+  it('wal:false returns exactly to the last checkpoint after a crash', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { wal: false });
+    for (let i = 0; i < 100; i++) ledger.mint(key(i % 10), BigInt(i + 1));
+    await ledger.checkpoint();
+    for (let i = 100; i < 150; i++) ledger.mint(key(i % 10), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const l = await Ledger.open(crashed, { engine, wal: false });
+    expect(balances(l, 10)).toEqual(mintModel(100, 10));
+    expect(l.stats().lsn).toBe(100n);
+    await l.close();
+  });
+
+  it('the directory lock holds across processes and dies with its holder', async () => {
+    const dir = tmpDir();
+    const child = spawn(process.execPath, ['-e', `
+      require(${JSON.stringify(DIST)}).Ledger.open(${JSON.stringify(dir)}, { engine: '${engine}', shards: 2, accountsPerShard: 100 })
+        .then(() => { console.log('open'); setInterval(() => {}, 1000); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout!.on('data', (d) => String(d).includes('open') && resolve()));
+    await expect(Ledger.open(dir, { engine })).rejects.toMatchObject({ code: 'LOCKED' });
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('exit', r));
+    ledger = await Ledger.open(dir, { engine });
+    expect(ledger.recovery.mode).not.toBe('clean');
+  });
+
+  it('a second open in the same process is LOCKED until the first closes', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine);
+    await expect(Ledger.open(dir, { engine })).rejects.toMatchObject({ code: 'LOCKED' });
+    await ledger.close();
+    ledger = await Ledger.open(dir, { engine });
+    expect(ledger.recovery.mode).toBe('clean');
+  });
+});
