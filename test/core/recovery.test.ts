@@ -111,7 +111,7 @@ describe.each(engines)('%s engine: recovery', (engine) => {
 
   it('a damaged record followed by more than a sync window of valid records fails with CORRUPTION', async () => {
     const dir = tmpDir();
-    ledger = await open(dir, engine, { shards: 1, syncEvery: 2 }); // window: 32 records
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 1 }); // window: 64 records
     for (let i = 0; i < 40; i++) ledger.mint(key(i % 5), BigInt(i + 1));
     const crashed = snapshot(dir);
     const wal = path.join(crashed, 'shard_000.wal');
