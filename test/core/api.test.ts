@@ -170,7 +170,7 @@ describe.each(engines)('%s engine: operations', (engine) => {
     expect(s.fsyncs - before).toBeLessThanOrEqual(2);
   });
 
-  it('never lets more than one sync window (16 x syncEvery records) go unsynced', async () => {
+  it('never lets more than one sync window (64 x syncEvery records) go unsynced', async () => {
     ledger = await open(tmpDir(), engine, { syncEvery: 4, syncIntervalMs: 100_000 });
     let max = 0n;
     for (let i = 0; i < 3000; i++) {
@@ -178,7 +178,7 @@ describe.each(engines)('%s engine: operations', (engine) => {
       const s = ledger.stats();
       if (s.lsn - s.durableLsn > max) max = s.lsn - s.durableLsn;
     }
-    expect(max).toBeLessThanOrEqual(64n);
+    expect(max).toBeLessThanOrEqual(256n);
     expect(max).toBeGreaterThan(0n);
   });
 

@@ -112,11 +112,11 @@ describe.each(engines)('%s engine: recovery', (engine) => {
   it('a damaged record followed by more than a sync window of valid records fails with CORRUPTION', async () => {
     const dir = tmpDir();
     ledger = await open(dir, engine, { shards: 1, syncEvery: 1 }); // window: 64 records
-    for (let i = 0; i < 40; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    for (let i = 0; i < 100; i++) ledger.mint(key(i % 5), BigInt(i + 1));
     const crashed = snapshot(dir);
     const wal = path.join(crashed, 'shard_000.wal');
     const b = fs.readFileSync(wal);
-    b[WAL * 5 + 40] ^= 0x10; // inside record 5's account image; 35 valid records follow
+    b[WAL * 5 + 40] ^= 0x10; // inside record 5's account image; 95 valid records follow
     fs.writeFileSync(wal, b);
     await expect(Ledger.open(crashed, { engine })).rejects.toMatchObject({
       code: 'CORRUPTION',
@@ -125,12 +125,12 @@ describe.each(engines)('%s engine: recovery', (engine) => {
     // A damaged record near the end (within one window) is a torn tail instead.
     const crashed2 = snapshot(dir);
     const b2 = fs.readFileSync(path.join(crashed2, 'shard_000.wal'));
-    b2[WAL * 36 + 40] ^= 0x10; // record 36 of 40: 4 valid records follow
+    b2[WAL * 96 + 40] ^= 0x10; // record 96 of 100: 4 valid records follow
     fs.writeFileSync(path.join(crashed2, 'shard_000.wal'), b2);
     const l = await Ledger.open(crashed2, { engine });
-    expect(l.stats().lsn).toBe(35n);
+    expect(l.stats().lsn).toBe(95n);
     expect(l.recovery.walBytesDropped).toBe(5 * WAL);
-    expect(balances(l, 5)).toEqual(mintModel(35, 5));
+    expect(balances(l, 5)).toEqual(mintModel(95, 5));
     await l.close();
   });
 
