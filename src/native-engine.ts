@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import { errorFor } from './errors';
 import type { Engine, EngineCore } from './engine';
 
@@ -13,8 +14,10 @@ let loadError: Error | undefined;
 export function nativeEngine(): Engine | Error {
   if (!addon && !loadError) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      addon = require('bindings')('geometric_ledger') as Addon;
+      // GL_ADDON names another build of the addon (the sanitizer build in
+      // `npm run test:asan`); normally `bindings` finds build/Release.
+      const override = process.env.GL_ADDON;
+      addon = (override ? require(path.resolve(override)) : require('bindings')('geometric_ledger')) as Addon;
       addon.setErrorFactory((status, message) => errorFor(status, message));
     } catch (e) {
       loadError = e as Error;
