@@ -125,7 +125,14 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid) {
   for (auto& s : shards_) s->CountWal(base, counts, legs);
   uint64_t cut = base;
   while (cut - base < counts.size() && legs[cut - base] != 0 && counts[cut - base] == legs[cut - base]) cut++;
-  for (size_t i = 0; i < shards_.size(); i++) out.records += shards_[i]->ApplyWal(cut, index_valid[i], &out.dropped_bytes);
+  for (size_t i = 0; i < shards_.size(); i++) {
+    uint64_t applied = shards_[i]->ApplyWal(cut, index_valid[i], &out.dropped_bytes);
+    // What we replayed may still be only in the page cache (the crash was a
+    // kill, not a power cut). It must be durable before the checkpoint that
+    // follows writes shard pages derived from it.
+    if (applied > 0) DataSyncOrThrow(shards_[i]->wal_fd(), FileName("shard", shards_[i]->index(), "wal"));
+    out.records += applied;
+  }
   out.last_lsn = cut - 1 > manifest_.checkpoint_lsn ? cut - 1 : manifest_.checkpoint_lsn;
   lsn_ = out.last_lsn;
   durable_lsn_.store(lsn_);
