@@ -80,6 +80,7 @@ export class Ledger {
   #closing: Promise<void> | undefined;
   // Reused for one-by-one reads: valid only until the next call into the core.
   readonly #scratch = new Uint8Array(ACCOUNT_SIZE);
+  readonly #scratchView = new DataView(this.#scratch.buffer);
 
   private constructor(dir: string, core: EngineCore, wal: boolean, recovery: Recovery) {
     this.dir = dir;
@@ -238,7 +239,7 @@ export class Ledger {
     const core = this.#live();
     const st = core.get(keyBytes(pubkey), this.#scratch);
     if (st === BatchStatus.OK) {
-      return new DataView(this.#scratch.buffer, this.#scratch.byteOffset).getBigUint64(32, true);
+      return this.#scratchView.getBigUint64(32, true);
     }
     if (st === BatchStatus.ACCOUNT_NOT_FOUND) return 0n;
     this.#fail(core, st);
