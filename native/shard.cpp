@@ -17,6 +17,7 @@ namespace {
 // the log grows, so record pointers never move. The core checkpoints long
 // before a shard's log reaches the reservation.
 constexpr uint64_t kWalChunk = 4ull << 20;
+constexpr uint64_t kWalFirstChunk = 256ull << 10;
 constexpr uint64_t kWalReservation = 64ull << 30;
 constexpr uint32_t kSlotsPerPage = kPageSize / kAccountSize;
 
@@ -252,12 +253,14 @@ void Shard::RebuildIndex() {
 // ------------------------------------------------------------------ log
 
 void Shard::MapWalChunk() {
-  if (wal_mapped_ + kWalChunk > kWalReservation) Fail(kIoError, "log of shard " + std::to_string(index_) + " is full");
-  Allocate(wal_fd_, wal_mapped_ + kWalChunk, FileName("shard", index_, "wal"));
-  void* p = ::mmap(wal_base_ + wal_mapped_, kWalChunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, wal_fd_,
+  // Small logs stay small (a quiet shard costs 256 KiB); busy ones grow by 4 MiB.
+  uint64_t chunk = std::min(kWalChunk, std::max(kWalFirstChunk, wal_mapped_));
+  if (wal_mapped_ + chunk > kWalReservation) Fail(kIoError, "log of shard " + std::to_string(index_) + " is full");
+  Allocate(wal_fd_, wal_mapped_ + chunk, FileName("shard", index_, "wal"));
+  void* p = ::mmap(wal_base_ + wal_mapped_, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, wal_fd_,
                    static_cast<off_t>(wal_mapped_));
   if (p == MAP_FAILED) FailErrno("mmap log", errno);
-  wal_mapped_ += kWalChunk;
+  wal_mapped_ += chunk;
 }
 
 void Shard::WalReserve(uint32_t n) {
