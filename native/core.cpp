@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
@@ -31,6 +32,27 @@ uint64_t MonoMs() {
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
+// Start time of a process in clock ticks since boot, 0 when it does not exist.
+unsigned long long ProcessStart(long pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return 0;
+  char line[1024];
+  size_t n = std::fread(line, 1, sizeof line - 1, f);
+  std::fclose(f);
+  line[n] = 0;
+  // Field 2 is "(comm)" and may hold spaces: count fields after the last ')'.
+  const char* p = std::strrchr(line, ')');
+  if (!p) return 0;
+  int field = 2;
+  for (const char* q = p + 1; *q; q++) {
+    if (*q != ' ') continue;
+    if (++field == 22) return std::strtoull(q + 1, nullptr, 10);
+  }
+  return 0;
+}
+
 uint64_t Le64(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -51,17 +73,21 @@ Core::Core(const std::string& dir) : dir_(dir) {
     if (err == EWOULDBLOCK) Fail(kLocked, "ledger directory is locked by another open ledger: " + dir);
     FailErrno("lock " + dir, err);
   }
-  // The pure-TypeScript engine cannot flock; it records its pid here instead,
-  // and so do we, so that each engine sees the other's hold.
-  char buf[32] = {};
+  // The pure-TypeScript engine cannot flock; it records "pid starttime" here
+  // instead, and so do we, so that each engine sees the other's hold. The
+  // start time (field 22 of /proc/<pid>/stat) tells a live holder from an
+  // unrelated process that was given a dead holder's pid.
+  char buf[64] = {};
   ssize_t n = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
-  long pid = n > 0 ? std::atol(buf) : 0;
-  if (pid > 0 && pid != ::getpid() && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
+  long pid = 0;
+  unsigned long long start = 0;
+  if (n > 0) std::sscanf(buf, "%ld %llu", &pid, &start);
+  if (pid > 0 && pid != ::getpid() && ProcessStart(pid) == start && start != 0) {
     ::close(lock_fd_);
     lock_fd_ = -1;
     Fail(kLocked, "ledger directory is locked by process " + std::to_string(pid) + ": " + dir);
   }
-  std::string me = std::to_string(::getpid()) + "\n";
+  std::string me = std::to_string(::getpid()) + " " + std::to_string(ProcessStart(::getpid())) + "\n";
   if (::ftruncate(lock_fd_, 0) == 0) WriteAt(lock_fd_, me.data(), me.size(), 0, "LOCK");
 }
 
@@ -430,9 +456,11 @@ void Core::Checkpoint(bool force) {
     //    durable in the log, so a torn write-back is repaired by replay.
     if (opts_.wal) {
       if (!RoundLocked()) Fail(kIoError, failure_);
-    } else {
+    } else if (started_) {
       WriteImageJournal();
     }
+    // Before start() the only changes are those replay copied from the log,
+    // which Replay made durable: the log covers them already, in either mode.
     CrashPoint("checkpoint:after-wal-sync");
     for (auto& s : shards_) s->WriteBackData();
     CrashPoint("checkpoint:after-data-sync");

@@ -264,6 +264,8 @@ void Shard::MapWalChunk() {
 }
 
 void Shard::WalReserve(uint32_t n) {
+  // Appends follow a header of the current epoch, never anything else.
+  if (wal_pos_ < kWalRecordSize) Fail(kIoError, FileName("shard", index_, "wal") + ": log has no header to append to");
   while (wal_pos_ + uint64_t(n) * kWalRecordSize > wal_mapped_) MapWalChunk();
 }
 
