@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LedgerError } from './errors';
+import { T as TABLE } from './js/crc';
 
 export const ACCOUNT_SIZE = 128;
 export const ACCOUNT_CRC_LEN = 124;
@@ -45,19 +46,7 @@ export function shardFile(prefix: 'shard' | 'index', shard: number, ext: 'bin' |
 }
 
 // ---------------------------------------------------------------- CRC-32C
-const TABLE = (() => {
-  const t = new Int32Array(8 * 256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[i] = c;
-  }
-  for (let i = 0; i < 256; i++) {
-    for (let s = 1; s < 8; s++) t[s * 256 + i] = (t[(s - 1) * 256 + i] >>> 8) ^ t[t[(s - 1) * 256 + i] & 0xff];
-  }
-  return t;
-})();
-
+// One table for both engines' TypeScript code (src/js/crc.ts builds it).
 /** Raw CRC-32C state update (start at 0xFFFFFFFF, finish with ~state >>> 0). Slice-by-8. */
 export function crc32cUpdate(state: number, buf: Uint8Array, start: number, end: number): number {
   const t = TABLE;

@@ -2,3 +2,4 @@ export { Ledger, type LedgerOptions, type Recovery, type Progress, type LedgerSt
 export { LedgerError, BatchStatus, type LedgerErrorCode, type BatchStatusName } from './errors';
 export { type Account, decodeAccount } from './account';
 export { type Pubkey, toBase58 } from './pubkey';
+import './js/register';
