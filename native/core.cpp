@@ -82,7 +82,9 @@ Core::Core(const std::string& dir) : dir_(dir) {
   long pid = 0;
   unsigned long long start = 0;
   if (n > 0) std::sscanf(buf, "%ld %llu", &pid, &start);
-  if (pid > 0 && pid != ::getpid() && ProcessStart(pid) == start && start != 0) {
+  // Our own pid counts too: a native core always clears LOCK when it lets go,
+  // so our pid here means a TypeScript-engine ledger of this process holds it.
+  if (pid > 0 && start != 0 && ProcessStart(pid) == start) {
     ::close(lock_fd_);
     lock_fd_ = -1;
     Fail(kLocked, "ledger directory is locked by process " + std::to_string(pid) + ": " + dir);
@@ -159,7 +161,9 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid) {
     if (applied > 0) DataSyncOrThrow(shards_[i]->wal_fd(), FileName("shard", shards_[i]->index(), "wal"));
     out.records += applied;
   }
-  out.last_lsn = cut - 1 > manifest_.checkpoint_lsn ? cut - 1 : manifest_.checkpoint_lsn;
+  // Nothing applied (the cut is at the first transaction, which may be an
+  // unfinished image journal at a later LSN): the state is the checkpoint's.
+  out.last_lsn = cut > base ? cut - 1 : manifest_.checkpoint_lsn;
   lsn_ = out.last_lsn;
   durable_lsn_.store(lsn_);
   appended_lsn_.store(lsn_);

@@ -223,7 +223,7 @@ describe.each(engines)('%s engine: recovery', (engine) => {
     const dir = tmpDir();
     const child = spawn(process.execPath, ['-e', `
       require(${JSON.stringify(DIST)}).Ledger.open(${JSON.stringify(dir)}, { engine: '${engine}', shards: 2, accountsPerShard: 100 })
-        .then(() => { console.log('open'); setInterval(() => {}, 1000); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+        .then((l) => { globalThis.held = l; console.log('open'); setInterval(() => {}, 1000); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((resolve) => child.stdout!.on('data', (d) => String(d).includes('open') && resolve()));
     await expect(Ledger.open(dir, { engine })).rejects.toMatchObject({ code: 'LOCKED' });
     child.kill('SIGKILL');

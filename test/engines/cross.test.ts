@@ -143,11 +143,8 @@ describe('cross-engine', () => {
       expect(await probe()).toBe('opened');
     });
 
-    // The native engine sees a JS holder through the pid in LOCK, but it ignores its own pid: a JS
-    // ledger open in the same process does not stop a native open (see the report: native could treat
-    // its own pid as held, since a native core always clears LOCK when it lets go).
-    const sameProcess = writer === 'js' ? it.fails : it;
-    sameProcess(`a ${writer} ledger open here is LOCKED for ${reader} in this process too`, async () => {
+    // The native engine sees a JS holder through "pid starttime" in LOCK, its own pid included.
+    it(`a ${writer} ledger open here is LOCKED for ${reader} in this process too`, async () => {
       const dir = tmpDir();
       const l = await open(dir, writer, { shards: 2, accountsPerShard: 100 });
       try {
@@ -222,12 +219,9 @@ describe('cross-engine', () => {
 
   for (const writer of ENGINES) {
     for (const reader of ENGINES) {
-      // native/core.cpp Replay: when the first record is an incomplete wal:false image journal, `base`
-      // moves to the journal's LSN L and the cut stays there, and last_lsn = cut - 1 = L - 1: the
-      // ledger reopens at the last checkpoint's state but claims LSN L - 1 (operations it does not
-      // have). The JS engine answers the checkpoint's LSN. Remove `.fails` once native does too.
-      const test = reader === 'native' ? it.fails : it;
-      test(`wal off: a checkpoint killed while its image journal was half written (${writer}) comes back to the previous checkpoint (${reader})`, async () => {
+      // An incomplete wal:false image journal at LSN L is cut whole: the ledger comes back at the
+      // last checkpoint's state and LSN, not L - 1.
+      it(`wal off: a checkpoint killed while its image journal was half written (${writer}) comes back to the previous checkpoint (${reader})`, async () => {
         const dir = tmpDir();
         const seed = 4242;
         const [nkeys, ops, ckptEvery] = [200, 3000, 500];
