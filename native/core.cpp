@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <system_error>
 #include <fcntl.h>
 #include <csignal>
 #include <cstdlib>
@@ -21,6 +22,8 @@ namespace {
 // Past this much log since the last checkpoint, the next write checkpoints
 // first: it bounds recovery after a crash (about a second of replay).
 constexpr uint64_t kAutoCheckpointBytes = 512ull << 20;
+// Threads waiting on log fsyncs in one group commit.
+constexpr size_t kSyncThreads = 4;
 
 uint64_t WallMs() {
   struct timespec ts;
@@ -192,20 +195,35 @@ bool Core::RoundLocked() {
   uint64_t lsn = appended_lsn_.load(std::memory_order_acquire);
   uint64_t durable = durable_lsn_.load(std::memory_order_acquire);
   if (lsn > durable) {
-    // Start write-back of every log first so the disk works on all of them
-    // while we wait on each in turn: about half the time of plain fdatasyncs.
+    std::vector<Shard*> dirty;
     for (auto& s : shards_)
-      if (s->wal_last_lsn.load(std::memory_order_acquire) > durable) ::sync_file_range(s->wal_fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
-    for (auto& s : shards_) {
-      if (s->wal_last_lsn.load(std::memory_order_acquire) <= durable) continue;
-      int err = DataSync(s->wal_fd());
-      if (err != 0) {
-        // Never retried: after a failed fsync the kernel may have dropped the
-        // dirty pages, so a later success would prove nothing.
-        failure_ = "fsync " + FileName("shard", s->index(), "wal") + ": " + std::strerror(err);
-        failed_.store(true);
-        break;
+      if (s->wal_last_lsn.load(std::memory_order_acquire) > durable) dirty.push_back(s.get());
+    // Start write-back of every log first, then wait on them from a few
+    // threads: the disk works on all logs at once (half the time of one
+    // fdatasync after another over 16 logs, measured).
+    for (Shard* s : dirty) ::sync_file_range(s->wal_fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
+    std::vector<int> errs(dirty.size(), 0);
+    auto work = [&](size_t first, size_t step) {
+      for (size_t i = first; i < dirty.size(); i += step) errs[i] = DataSync(dirty[i]->wal_fd());
+    };
+    size_t threads = std::min<size_t>(kSyncThreads, dirty.size());
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < threads; t++) {
+      try {
+        helpers.emplace_back(work, t, threads);
+      } catch (const std::system_error&) {
+        work(t, threads);  // no thread to be had: do its share here
       }
+    }
+    work(0, std::max<size_t>(threads, 1));
+    for (auto& h : helpers) h.join();
+    for (size_t i = 0; i < dirty.size(); i++) {
+      if (errs[i] == 0) continue;
+      // Never retried: after a failed fsync the kernel may have dropped the
+      // dirty pages, so a later success would prove nothing.
+      failure_ = "fsync " + FileName("shard", dirty[i]->index(), "wal") + ": " + std::strerror(errs[i]);
+      failed_.store(true);
+      break;
     }
     if (!failed_.load()) {
       durable_records_.store(records, std::memory_order_release);
@@ -406,18 +424,57 @@ Status Core::Get(const uint8_t* key, uint8_t* out) {
   return kOk;
 }
 
+// Batches run in groups: the group's index entries, then its records, are
+// loaded back to back so that their cache and TLB misses overlap instead of
+// each operation waiting for its own. With a million accounts nearly every
+// lookup misses.
+constexpr size_t kGroup = 16;
+
+void Core::Warm(const uint8_t* const* keys, size_t n) {
+  uint32_t hash[2 * kGroup];
+  const Shard* shard[2 * kGroup];
+  for (size_t i = 0; i < n; i++) shard[i] = &ShardFor(keys[i], &hash[i]);
+  const AccountRecord* rec[2 * kGroup];
+  for (size_t i = 0; i < n; i++) rec[i] = shard[i]->Guess(hash[i]);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; i++)
+    if (rec[i]) sum += rec[i]->lamports;
+  warm_sink_ = sum;  // keeps the loads
+}
+
 void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
   now_ms_ = WallMs();
-  for (size_t i = 0; i < n; i++, ops += kMintOpSize) statuses[i] = Mint(ops, Le64(ops + 32));
+  const uint8_t* keys[kGroup];
+  for (size_t g = 0; g < n; g += kGroup) {
+    size_t m = std::min(kGroup, n - g);
+    for (size_t i = 0; i < m; i++) keys[i] = ops + (g + i) * kMintOpSize;
+    Warm(keys, m);
+    for (size_t i = 0; i < m; i++) statuses[g + i] = Mint(keys[i], Le64(keys[i] + 32));
+  }
 }
 
 void Core::TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
   now_ms_ = WallMs();
-  for (size_t i = 0; i < n; i++, ops += kTransferOpSize) statuses[i] = Transfer(ops, ops + 32, Le64(ops + 64));
+  const uint8_t* keys[2 * kGroup];
+  for (size_t g = 0; g < n; g += kGroup) {
+    size_t m = std::min(kGroup, n - g);
+    for (size_t i = 0; i < m; i++) {
+      keys[2 * i] = ops + (g + i) * kTransferOpSize;
+      keys[2 * i + 1] = keys[2 * i] + 32;
+    }
+    Warm(keys, 2 * m);
+    for (size_t i = 0; i < m; i++) statuses[g + i] = Transfer(keys[2 * i], keys[2 * i + 1], Le64(keys[2 * i] + 64));
+  }
 }
 
 void Core::GetBatch(const uint8_t* keys, size_t n, uint8_t* out) {
+  const uint8_t* group[kGroup];
   for (size_t i = 0; i < n; i++, keys += 32, out += kAccountSize) {
+    if (i % kGroup == 0) {
+      size_t m = std::min(kGroup, n - i);
+      for (size_t j = 0; j < m; j++) group[j] = keys + j * 32;
+      Warm(group, m);
+    }
     Status st = Get(keys, out);
     if (st == kAccountNotFound) std::memset(out, 0, kAccountSize);
     else if (st != kOk) Fail(st, detail_);

@@ -81,6 +81,7 @@ class Core {
 
  private:
   Shard& ShardFor(const uint8_t* key, uint32_t* hash) const;
+  void Warm(const uint8_t* const* keys, size_t n);
   Status Admit(Shard& a, Shard* b);  // room in the logs, backpressure, auto-checkpoint
   void Published(uint64_t lsn, uint32_t records);
   void AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg, uint64_t amount);
@@ -108,6 +109,7 @@ class Core {
   bool closed_ = false;
   std::string detail_;
   uint64_t now_ms_ = 0;
+  uint64_t warm_sink_ = 0;
 
   // JS thread only.
   uint64_t lsn_ = 0;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "format.h"
+#include "hash.hpp"
 
 namespace gl {
 
@@ -69,6 +70,14 @@ class Shard {
   // Slot of `key`, or -1 with *pos set to the empty entry where it would go.
   int64_t Find(const uint8_t* key, uint32_t hash, uint32_t* pos);
   bool LoadIndex(const Manifest& m);  // header check only: O(1)
+  // A guess at the key's record: the first entry of its bucket (unverified).
+  // Batches load these ahead of use; a wrong guess only costs a cache miss.
+  const AccountRecord* Guess(uint32_t hash) const {
+    const IndexEntry e = entries_[BucketOf(hash, index_mask_)];
+    return e.slot_plus_1 != 0 && e.slot_plus_1 <= capacity_
+               ? reinterpret_cast<const AccountRecord*>(data_ + uint64_t(e.slot_plus_1 - 1) * kAccountSize)
+               : nullptr;
+  }
   void RebuildIndex();                // from the account file
   uint32_t index_rebuilds() const { return index_rebuilds_; }
 
