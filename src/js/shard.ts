@@ -572,9 +572,14 @@ export class Shard {
 
   walResetTo(epoch: number, window: number, now: number): void {
     this.closeWalScan();
-    this.walMapped = 0;
     this.staged = 0;
-    resize(this.walFd, 0, this.walName);
+    // As native: the file and its blocks are kept for the next epoch (the new
+    // header makes every old record stale); a log that grew far past what this
+    // epoch used is cut back.
+    if (fileSize(this.walFd) > 4 * this.walPos + WAL_CHUNK) {
+      this.walMapped = 0;
+      resize(this.walFd, 0, this.walName);
+    }
     const h = Buffer.alloc(WAL_RECORD_SIZE);
     const u = new Uint32Array(h.buffer, h.byteOffset, WAL_WORDS);
     u[0] = WAL_MAGIC;
@@ -592,14 +597,26 @@ export class Shard {
     this.walLastLsn = 0;
   }
 
-  /** True when the file is exactly a valid header of `epoch`; then appends may start after it. */
+  /**
+   * True when the file is a valid header of `epoch` followed by nothing, zeros, or an intact record of
+   * an earlier epoch (the file is reused); then appends may start after the header.
+   */
   walHeaderOnly(epoch: number): boolean {
-    if (fileSize(this.walFd) !== WAL_RECORD_SIZE) return false;
-    const h = Buffer.alloc(WAL_RECORD_SIZE);
-    readAt(this.walFd, h, 0, WAL_RECORD_SIZE, 0, this.walName);
-    const u = new Uint32Array(h.buffer, h.byteOffset, WAL_WORDS);
-    if (!(u[0] === WAL_MAGIC && u[W_TYPE] === WalType.HEADER && u[W_EPOCH] === lo32(epoch) &&
-      u[W_EPOCH + 1] === hi32(epoch) && u[W_SHARD] === this.index && u[W_CRC] === walCrc(u, 0))) return false;
+    const size = fileSize(this.walFd);
+    if (size < WAL_RECORD_SIZE) return false;
+    const n = size >= 2 * WAL_RECORD_SIZE ? 2 : 1;
+    const h = Buffer.alloc(2 * WAL_RECORD_SIZE);
+    readAt(this.walFd, h, 0, n * WAL_RECORD_SIZE, 0, this.walName);
+    const u = new Uint32Array(h.buffer, h.byteOffset, 2 * WAL_WORDS);
+    const ep = (w: number) => u[w + W_EPOCH] + u[w + W_EPOCH + 1] * TWO32;
+    if (!(u[0] === WAL_MAGIC && u[W_TYPE] === WalType.HEADER && ep(0) === epoch && u[W_SHARD] === this.index &&
+      u[W_CRC] === walCrc(u, 0))) return false;
+    if (n === 2) {
+      const w = WAL_WORDS;
+      const zero = ZEROS.compare(h, WAL_RECORD_SIZE, 2 * WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0;
+      const stale = u[w] === WAL_MAGIC && ep(w) < epoch && u[w + W_CRC] === walCrc(u, w);
+      if (!zero && !stale) return false;
+    }
     this.walPos = WAL_RECORD_SIZE;
     return true;
   }
@@ -655,7 +672,7 @@ export class Shard {
       }
     }
     out.validEnd = off;
-    out.headerOnly = size === WAL_RECORD_SIZE && off === WAL_RECORD_SIZE;
+    out.headerOnly = off === WAL_RECORD_SIZE && out.records === 0;
     // Everything from `off` on is cut. That is a torn tail only if what follows
     // could still have been unsynced: at most `window` valid records.
     let validAfter = 0;
@@ -666,8 +683,8 @@ export class Shard {
         out.droppedBytes += WAL_RECORD_SIZE;
       } else if (ZEROS.compare(b, o, o + WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0) {
         // space extended ahead of the writer and never written
-      } else if (u[w] === WAL_MAGIC && u[w + W_CRC] === walCrc(u, w) && !(u[w + W_EPOCH] === eLo && u[w + W_EPOCH + 1] === eHi)) {
-        // left over from an earlier epoch: stale, not damage
+      } else if (u[w] === WAL_MAGIC && u[w + W_EPOCH] + u[w + W_EPOCH + 1] * TWO32 < epoch) {
+        // left over from an earlier epoch (the file is reused): stale, not damage
       } else {
         out.droppedBytes += WAL_RECORD_SIZE;
       }
