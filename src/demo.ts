@@ -122,9 +122,9 @@ async function main(): Promise<void> {
   let total = 0n;
   for (let i = 0; i < ACCOUNTS; i++) total += all.subarray(i * 128 + 32, i * 128 + 40).reduce((acc, b, j) => acc + (BigInt(b) << BigInt(8 * j)), 0n);
   const expected = MINT * BigInt(ACCOUNTS);
-  // Every operation before the child succeeded (none was refused), so the
-  // child's recovered transfers are the LSNs past them.
-  const recovered = Number(ledger.stats().lsn) - (ACCOUNTS + N + 100_000);
+  // Each successful operation before the child took one LSN, so the child's
+  // recovered transfers are the LSNs past them.
+  const recovered = Number(ledger.stats().lsn) - (ACCOUNTS + N - refused + 100_000);
   const ok = total === expected && recovered >= acked;
   console.log(`sum of all balances       ${total} (minted ${expected}): ${total === expected ? 'conserved' : 'MISMATCH'}`);
   console.log(`child transfers recovered ${recovered} (acknowledged before the kill: ${acked}): ${recovered >= acked ? 'none lost' : 'LOST SOME'}`);
