@@ -164,7 +164,8 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     std::vector<bool> valid;
     for (uint32_t i = 0; i < arr.Length(); i++) valid.push_back(arr.Get(i).As<Napi::Boolean>().Value());
     gl::ReplayResult r;
-    Guard(env, [&] { r = C(info).Replay(valid); });
+    bool repair = info[1].ToBoolean().Value();
+    Guard(env, [&] { r = C(info).Replay(valid, repair); });
     auto out = Napi::Object::New(env);
     out.Set("records", Napi::Number::New(env, static_cast<double>(r.records)));
     out.Set("droppedBytes", Napi::Number::New(env, static_cast<double>(r.dropped_bytes)));

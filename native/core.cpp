@@ -130,12 +130,12 @@ bool Core::LogsHeaderOnly() {
   return all;
 }
 
-ReplayResult Core::Replay(const std::vector<bool>& index_valid) {
+ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
   ReplayResult out;
   uint64_t total = 0;
   std::vector<WalScan> scans;
   for (auto& s : shards_) {
-    scans.push_back(s->ScanWal(manifest_.epoch, manifest_.checkpoint_lsn, Window()));
+    scans.push_back(s->ScanWal(manifest_.epoch, manifest_.checkpoint_lsn, Window(), repair));
     total += scans.back().records;
     out.dropped_bytes += scans.back().dropped_bytes;
     out.logs_clean = out.logs_clean && scans.back().header_only;

@@ -53,7 +53,7 @@ class Core {
   void Create(const Manifest& m);
   std::vector<bool> Open(const Manifest& m, const CoreOptions& o);  // returns index validity per shard
   bool LogsHeaderOnly();
-  ReplayResult Replay(const std::vector<bool>& index_valid);
+  ReplayResult Replay(const std::vector<bool>& index_valid, bool repair);
   void RebuildIndex(uint32_t shard) { shards_[shard]->RebuildIndex(); }
   void Start();
   void Checkpoint(bool force);

@@ -334,7 +334,7 @@ void Shard::CloseWalScan() {
   scan_len_ = 0;
 }
 
-WalScan Shard::ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallback_window) {
+WalScan Shard::ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallback_window, bool repair) {
   WalScan out;
   std::string name = FileName("shard", index_, "wal");
   uint64_t size = FileSize(wal_fd_);
@@ -390,7 +390,7 @@ WalScan Shard::ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallbac
       out.dropped_bytes += size - full;
       break;
     }
-  if (window != kUnboundedWindow && valid_after > window)
+  if (!repair && window != kUnboundedWindow && valid_after > window)
     Fail(kCorruption, name + ": damaged record at offset " + std::to_string(off) + " is followed by " +
                           std::to_string(valid_after) + " valid records (more than one sync window of " +
                           std::to_string(window) + ")");

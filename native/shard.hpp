@@ -95,7 +95,9 @@ class Shard {
   // Recovery, in three passes over the mapped log: validate and find the cut
   // of this file, count the legs of each transaction (all shards together
   // decide the global cut), then apply every record below the global cut.
-  WalScan ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallback_window);
+  // `repair`: keep the valid prefix even when more than a window of valid
+  // records follows the damage (never the default: it drops synced records).
+  WalScan ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallback_window, bool repair);
   uint64_t FirstLsn(uint32_t* type) const;  // 0 when the file holds no records
   void CountWal(uint64_t base, std::vector<uint32_t>& counts, std::vector<uint32_t>& legs) const;
   uint64_t ApplyWal(uint64_t cut_lsn, bool index_valid, uint64_t* dropped_bytes);

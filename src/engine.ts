@@ -40,8 +40,11 @@ export interface EngineCore {
   open(m: Manifest, o: EngineOptions): boolean[];
   /** True when every log is exactly a header of the manifest's epoch (nothing to replay). */
   logsHeaderOnly(): boolean;
-  /** Replays the logs up to the global cut; inserts into the indexes marked valid. */
-  replay(indexValid: boolean[]): ReplayResult;
+  /**
+   * Replays the logs up to the global cut; inserts into the indexes marked valid. `repair` keeps the
+   * valid prefix of a log damaged in the middle instead of failing with CORRUPTION.
+   */
+  replay(indexValid: boolean[], repair: boolean): ReplayResult;
   rebuildIndex(shard: number): void;
   /** Starts background syncing; operations may follow. */
   start(): void;

@@ -25,6 +25,12 @@ export interface LedgerOptions {
   syncIntervalMs?: number;
   onProgress?: (p: Progress) => void;
   engine?: 'native' | 'js';
+  /**
+   * Accept a log that is damaged in the middle: keep its valid prefix, drop the rest and report it
+   * (recovery.walBytesDropped, recovery.reason). Operations that were synced can be lost this way, so
+   * it is never the default: without it such a log fails the open with CORRUPTION.
+   */
+  repair?: boolean;
   /** Hash seed for a new ledger (default: random). Tests use it to compare engines file for file. */
   seed?: number;
 }
@@ -114,6 +120,8 @@ export class Ledger {
       throw new LedgerError('INVALID_OPTIONS', `the ${engineName} engine is not available here: ${engine.message}`);
     }
     const progress = options.onProgress ?? (() => {});
+    const repair = options.repair ?? false;
+    if (typeof repair !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'repair must be a boolean');
 
     const started = performance.now();
     try {
@@ -146,7 +154,7 @@ export class Ledger {
             `the ledger has ${manifest.accountsPerShard} accounts per shard, not ${accountsPerShard}`);
         }
       }
-      const recovery = Ledger.#recover(core, dir, manifest, { wal, syncEvery, syncIntervalMs }, fresh, progress);
+      const recovery = Ledger.#recover(core, dir, manifest, { wal, syncEvery, syncIntervalMs }, fresh, repair, progress);
       core.start();
       recovery.ms = performance.now() - started;
       return new Ledger(dir, core, wal, recovery);
@@ -157,7 +165,7 @@ export class Ledger {
   }
 
   static #recover(core: EngineCore, dir: string, manifest: Manifest, o: { wal: boolean; syncEvery: number; syncIntervalMs: number },
-    fresh: boolean, progress: (p: Progress) => void): Recovery {
+    fresh: boolean, repair: boolean, progress: (p: Progress) => void): Recovery {
     const indexValid = core.open(manifest, o);
     const marker = takeMarker(dir);
     const logsEmpty = core.logsHeaderOnly();
@@ -179,7 +187,8 @@ export class Ledger {
         : !logsEmpty ? 'stale clean-shutdown marker: the log has records'
           : 'index not valid for the last checkpoint';
     progress({ phase: 'replay', done: 0, total: 1 });
-    const r = core.replay(indexValid);
+    const r = core.replay(indexValid, repair);
+    if (repair && r.droppedBytes > 0) recovery.reason += `; repair dropped ${r.droppedBytes} log bytes after the valid prefix`;
     progress({ phase: 'replay', done: 1, total: 1 });
     recovery.mode = 'replay';
     recovery.walRecordsReplayed = r.records;

@@ -163,14 +163,14 @@ export class JsCore implements EngineCore {
     return all;
   }
 
-  replay(indexValid: boolean[]): ReplayResult {
+  replay(indexValid: boolean[], repair: boolean): ReplayResult {
     this.live();
     const m = this.manifest;
     let total = 0;
     let droppedBytes = 0;
     let logsClean = true;
     for (const s of this.shards) {
-      const scan = s.scanWal(m.epoch, m.checkpointLsn, this.window());
+      const scan = s.scanWal(m.epoch, m.checkpointLsn, this.window(), repair);
       total += scan.records;
       droppedBytes += scan.droppedBytes;
       logsClean = logsClean && scan.headerOnly;

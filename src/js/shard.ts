@@ -627,7 +627,7 @@ export class Shard {
   }
 
   /** Recovery pass 1: validate the log and find where this file is cut (native Shard::ScanWal). */
-  scanWal(epoch: number, checkpointLsn: number, fallbackWindow: number): WalScan {
+  scanWal(epoch: number, checkpointLsn: number, fallbackWindow: number, repair: boolean): WalScan {
     const out: WalScan = { validEnd: 0, droppedBytes: 0, records: 0, maxLsn: 0, headerOnly: false };
     const size = fileSize(this.walFd);
     this.closeWalScan();
@@ -695,7 +695,7 @@ export class Shard {
         break;
       }
     }
-    if (window !== 0xffffffff && validAfter > window) {
+    if (!repair && window !== 0xffffffff && validAfter > window) {
       fail(BatchStatus.CORRUPTION, `${this.walName}: damaged record at offset ${off} is followed by ${validAfter} valid records ` +
         `(more than one sync window of ${window})`);
     }

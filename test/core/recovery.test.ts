@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DIST, engines, key, Ledger, open, tmpDir } from './helpers';
+import { crc32cUpdate } from '../../dist/format.js';
 
 const WAL = 224;
 
@@ -132,6 +133,74 @@ describe.each(engines)('%s engine: recovery', (engine) => {
     expect(l.recovery.walBytesDropped).toBe(5 * WAL);
     expect(balances(l, 5)).toEqual(mintModel(95, 5));
     await l.close();
+  });
+
+  const FIELDS: [string, number][] = [
+    ['magic', 0], ['timestamp', 5], ['type', 12], ['crc', 17], ['pubkey', 20], ['balance', 52], ['account crc', 144],
+    ['lsn', 148], ['epoch', 156], ['shard', 164], ['slot', 168], ['legs', 172], ['leg', 176], ['amount', 180],
+    ['window', 188], ['reserved', 200],
+  ];
+  it('a flipped bit in any field of a record near the end is a torn tail, cut and reported', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 1 }); // window: 64 records
+    for (let i = 0; i < 100; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const good = fs.readFileSync(path.join(crashed, 'shard_000.wal'));
+    for (const [field, at] of FIELDS) {
+      const d = tmpDir('gl-flip');
+      for (const f of fs.readdirSync(crashed)) fs.copyFileSync(path.join(crashed, f), path.join(d, f));
+      const b = Buffer.from(good);
+      b[WAL * 98 + at] ^= 0x08; // record 98 of 100
+      fs.writeFileSync(path.join(d, 'shard_000.wal'), b);
+      const l = await Ledger.open(d, { engine });
+      expect(l.stats().lsn, field).toBe(97n);
+      expect(l.recovery.walBytesDropped, field).toBe(3 * WAL);
+      expect(balances(l, 5), field).toEqual(mintModel(97, 5));
+      await l.close();
+    }
+  });
+
+  it('a flipped bit in any field of a record deep in the log is CORRUPTION naming file and offset', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 1 });
+    for (let i = 0; i < 100; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const good = fs.readFileSync(path.join(crashed, 'shard_000.wal'));
+    for (const [field, at] of FIELDS) {
+      const b = Buffer.from(good);
+      b[WAL * 5 + at] ^= 0x08;
+      fs.writeFileSync(path.join(crashed, 'shard_000.wal'), b);
+      await expect(Ledger.open(crashed, { engine }), field).rejects.toMatchObject({
+        code: 'CORRUPTION',
+        message: expect.stringMatching(/shard_000\.wal: damaged record at offset 1120/),
+      });
+    }
+  });
+
+  it('repair is explicit: it keeps the valid prefix of a log damaged in the middle and says what it dropped', async () => {
+    const dir = tmpDir();
+    ledger = await open(dir, engine, { shards: 1, syncEvery: 1 });
+    for (let i = 0; i < 100; i++) ledger.mint(key(i % 5), BigInt(i + 1));
+    const crashed = snapshot(dir);
+    const b = fs.readFileSync(path.join(crashed, 'shard_000.wal'));
+    b[WAL * 5 + 60] ^= 0x01;
+    fs.writeFileSync(path.join(crashed, 'shard_000.wal'), b);
+    await expect(Ledger.open(crashed, { engine })).rejects.toMatchObject({ code: 'CORRUPTION' });
+    const l = await Ledger.open(crashed, { engine, repair: true });
+    expect(l.stats().lsn).toBe(4n);
+    expect(l.recovery.walBytesDropped).toBe(96 * WAL);
+    expect(l.recovery.reason).toMatch(/repair dropped 21504 log bytes/);
+    expect(balances(l, 5)).toEqual(mintModel(4, 5));
+    await l.close();
+    const again = await Ledger.open(crashed, { engine });
+    expect(again.recovery.mode).toBe('clean');
+    await again.close();
+  });
+
+  it('an all-zero record never passes its CRC', () => {
+    const zero = new Uint8Array(WAL);
+    const state = crc32cUpdate(crc32cUpdate(0xffffffff, zero, 0, 16), zero, 20, WAL);
+    expect(~state >>> 0).not.toBe(0);
   });
 
   it('a cross-shard transfer missing one leg is cut with everything after it', async () => {
