@@ -24,6 +24,8 @@ namespace {
 constexpr uint64_t kAutoCheckpointBytes = 512ull << 20;
 // Threads waiting on log fsyncs in one group commit.
 constexpr size_t kSyncThreads = 4;
+// Staged log bytes at which a batch writes them out before going on.
+constexpr size_t kStageFlush = 1 << 20;
 
 uint64_t WallMs() {
   struct timespec ts;
@@ -118,7 +120,7 @@ std::vector<bool> Core::Open(const Manifest& m, const CoreOptions& o) {
     shards_.push_back(std::make_unique<Shard>(dir_, i, m));
     valid.push_back(shards_.back()->LoadIndex(m));
   }
-  lsn_ = m.checkpoint_lsn;
+  lsn_ = published_lsn_ = staged_lsn_ = m.checkpoint_lsn;
   durable_lsn_.store(lsn_);
   appended_lsn_.store(lsn_);
   return valid;
@@ -168,6 +170,7 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
   // unfinished image journal at a later LSN): the state is the checkpoint's.
   out.last_lsn = cut > base ? cut - 1 : manifest_.checkpoint_lsn;
   lsn_ = out.last_lsn;
+  published_lsn_ = staged_lsn_ = lsn_;
   durable_lsn_.store(lsn_);
   appended_lsn_.store(lsn_);
   return out;
@@ -307,7 +310,9 @@ Status Core::Admit(Shard& a, Shard* b) {
     uint64_t durable = durable_records_.load(std::memory_order_acquire);
     if (records_ == durable) first_unsynced_ms_.store(MonoMs(), std::memory_order_relaxed);
     if (records_ != durable && records_ + n - durable > Window()) {
-      // The disk is a whole window behind: wait for the syncer.
+      // The disk is a whole window behind: hand the syncer what is staged and
+      // wait for it.
+      if (!FlushLogs()) return kIoError;
       Kick();
       std::unique_lock<std::mutex> lk(kick_mu_);
       durable_cv_.wait(lk, [&] {
@@ -325,6 +330,7 @@ Status Core::Admit(Shard& a, Shard* b) {
 
 void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg,
                      uint64_t amount) {
+  if (s.wal_staged() == 0) staged_shards_.push_back(&s);
   WalRecord* r = s.WalNext();
   r->magic = kWalMagic;
   r->timestamp = now_ms_;
@@ -339,18 +345,47 @@ void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint3
   r->amount = amount;
   r->window = 0;
   SealWal(r);
-  s.wal_last_lsn.store(lsn, std::memory_order_relaxed);
+  s.staged_lsn = lsn;
   wal_total_ += kWalRecordSize;
+  staged_bytes_ += kWalRecordSize;
+  records_++;
 }
 
-void Core::Published(uint64_t lsn, uint32_t records) {
-  records_ += records;
-  appended_records_.store(records_, std::memory_order_relaxed);
-  appended_lsn_.store(lsn, std::memory_order_release);
-  if (opts_.wal && records_ - kicked_at_ >= opts_.sync_every) {
-    kicked_at_ = records_;
-    Kick();
+bool Core::FlushLogs() {
+  for (Shard* s : staged_shards_) {
+    if (int err = s->WalFlush(); err != 0) {
+      // The records are not in the kernel. The operations they log were
+      // applied in memory already: the ledger cannot take them back, so it
+      // stops (read-only) and their callers are told IO_ERROR.
+      failure_ = "write " + FileName("shard", s->index(), "wal") + ": " + std::strerror(err);
+      detail_ = failure_;
+      failed_.store(true);
+      write_failures_++;
+      staged_shards_.clear();
+      staged_bytes_ = 0;
+      return false;
+    }
+    s->wal_last_lsn.store(s->staged_lsn, std::memory_order_relaxed);
   }
+  staged_shards_.clear();
+  staged_bytes_ = 0;
+  flushes_++;
+  if (staged_lsn_ > published_lsn_) {
+    published_lsn_ = staged_lsn_;
+    appended_records_.store(records_, std::memory_order_relaxed);
+    appended_lsn_.store(published_lsn_, std::memory_order_release);
+    if (records_ - kicked_at_ >= opts_.sync_every) {
+      kicked_at_ = records_;
+      Kick();
+    }
+  }
+  return true;
+}
+
+Status Core::Logged(uint64_t lsn) {
+  staged_lsn_ = lsn;
+  if (batching_) return kOk;  // the batch writes its records once, at the end
+  return FlushLogs() ? kOk : kIoError;
 }
 
 Status Core::Mint(const uint8_t* key, uint64_t amount) {
@@ -372,9 +407,9 @@ Status Core::Mint(const uint8_t* key, uint64_t amount) {
   r->lamports += amount;
   r->lsn = lsn;
   s.Seal(slot);
-  if (opts_.wal) AppendWal(s, kWalMint, slot, lsn, 1, 0, amount);
-  Published(lsn, opts_.wal ? 1 : 0);
-  return kOk;
+  if (!opts_.wal) return kOk;
+  AppendWal(s, kWalMint, slot, lsn, 1, 0, amount);
+  return Logged(lsn);
 }
 
 Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
@@ -406,12 +441,10 @@ Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
   b->lamports += amount;
   b->lsn = lsn;
   st.Seal(to_slot);
-  if (opts_.wal) {
-    AppendWal(sf, kWalDebit, from_slot, lsn, 2, 0, amount);
-    AppendWal(st, kWalCredit, to_slot, lsn, 2, 1, amount);
-  }
-  Published(lsn, opts_.wal ? 2 : 0);
-  return kOk;
+  if (!opts_.wal) return kOk;
+  AppendWal(sf, kWalDebit, from_slot, lsn, 2, 0, amount);
+  AppendWal(st, kWalCredit, to_slot, lsn, 2, 1, amount);
+  return Logged(lsn);
 }
 
 Status Core::Get(const uint8_t* key, uint8_t* out) {
@@ -442,29 +475,62 @@ void Core::Warm(const uint8_t* const* keys, size_t n) {
   warm_sink_ = sum;  // keeps the loads
 }
 
-void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
+// Runs `n` operations with their log records written together: once the
+// staged records pass kStageFlush, and at the end, before the call returns.
+template <typename Op>
+void Core::RunBatch(size_t n, uint8_t* statuses, Op op) {
   now_ms_ = WallMs();
-  const uint8_t* keys[kGroup];
-  for (size_t g = 0; g < n; g += kGroup) {
-    size_t m = std::min(kGroup, n - g);
-    for (size_t i = 0; i < m; i++) keys[i] = ops + (g + i) * kMintOpSize;
-    Warm(keys, m);
-    for (size_t i = 0; i < m; i++) statuses[g + i] = Mint(keys[i], Le64(keys[i] + 32));
+  batching_ = true;
+  size_t flushed = 0;  // operations [0, flushed) have their records in the kernel
+  auto lost = [&](size_t to) {
+    for (size_t j = flushed; j < to; j++)
+      if (statuses[j] == kOk) statuses[j] = kIoError;
+  };
+  for (size_t i = 0; i < n; i++) {
+    uint64_t flushes = flushes_, failures = write_failures_;
+    statuses[i] = op(i);
+    if (write_failures_ != failures) {
+      lost(i + 1);
+      flushed = i + 1;
+    } else if (flushes_ != flushes) {
+      flushed = i;  // a flush ran before operation i staged anything
+    }
+    if (staged_bytes_ >= kStageFlush) {
+      if (FlushLogs()) flushed = i + 1;
+      else lost(i + 1), flushed = i + 1;
+    }
   }
+  batching_ = false;
+  if (!FlushLogs()) lost(n);
+}
+
+void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
+  const uint8_t* keys[kGroup];
+  RunBatch(n, statuses, [&](size_t i) {
+    if (i % kGroup == 0) {
+      size_t m = std::min(kGroup, n - i);
+      for (size_t j = 0; j < m; j++) keys[j] = ops + (i + j) * kMintOpSize;
+      Warm(keys, m);
+    }
+    const uint8_t* op = ops + i * kMintOpSize;
+    return Mint(op, Le64(op + 32));
+  });
 }
 
 void Core::TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
-  now_ms_ = WallMs();
   const uint8_t* keys[2 * kGroup];
-  for (size_t g = 0; g < n; g += kGroup) {
-    size_t m = std::min(kGroup, n - g);
-    for (size_t i = 0; i < m; i++) {
-      keys[2 * i] = ops + (g + i) * kTransferOpSize;
-      keys[2 * i + 1] = keys[2 * i] + 32;
+  RunBatch(n, statuses, [&](size_t i) {
+    if (i % kGroup == 0) {
+      size_t m = std::min(kGroup, n - i);
+      for (size_t j = 0; j < m; j++) {
+        keys[2 * j] = ops + (i + j) * kTransferOpSize;
+        keys[2 * j + 1] = keys[2 * j] + 32;
+      }
+      Warm(keys, 2 * m);
     }
-    Warm(keys, 2 * m);
-    for (size_t i = 0; i < m; i++) statuses[g + i] = Transfer(keys[2 * i], keys[2 * i + 1], Le64(keys[2 * i] + 64));
-  }
+    const uint8_t* op = ops + i * kTransferOpSize;
+    return Transfer(op, op + 32, Le64(op + 64));
+  });
 }
 
 void Core::GetBatch(const uint8_t* keys, size_t n, uint8_t* out) {
@@ -497,6 +563,7 @@ void Core::WriteImageJournal() {
     s->WalReserve(n);
     s->ForEachDirtySlot([&](uint32_t slot) { AppendWal(*s, kWalImage, slot, lsn_, total, leg++, 0); });
   }
+  if (!FlushLogs()) Fail(kIoError, failure_);
   for (auto& s : shards_)
     if (s->wal_last_lsn.load() != 0) DataSyncOrThrow(s->wal_fd(), FileName("shard", s->index(), "wal"));
 }
@@ -515,6 +582,7 @@ void Core::Checkpoint(bool force) {
     next.crc = 0;
     // 1. The log first: every change about to reach the shard files must be
     //    durable in the log, so a torn write-back is repaired by replay.
+    if (!FlushLogs()) Fail(kIoError, failure_);  // an auto-checkpoint may come mid-batch
     if (opts_.wal) {
       if (!RoundLocked()) Fail(kIoError, failure_);
     } else if (started_) {
@@ -541,6 +609,8 @@ void Core::Checkpoint(bool force) {
     }
     CrashPoint("checkpoint:after-wal-reset");
     wal_total_ = 0;
+    published_lsn_ = lsn_;
+    appended_records_.store(records_);
     durable_records_.store(records_);
     durable_lsn_.store(lsn_);
     appended_lsn_.store(lsn_);

@@ -83,7 +83,12 @@ class Core {
   Shard& ShardFor(const uint8_t* key, uint32_t* hash) const;
   void Warm(const uint8_t* const* keys, size_t n);
   Status Admit(Shard& a, Shard* b);  // room in the logs, backpressure, auto-checkpoint
-  void Published(uint64_t lsn, uint32_t records);
+  // Writes every staged log record to the kernel and publishes them to the
+  // syncer; false (and the ledger read-only) when a write fails.
+  bool FlushLogs();
+  Status Logged(uint64_t lsn);  // an operation's records are staged
+  template <typename Op>
+  void RunBatch(size_t n, uint8_t* statuses, Op op);
   void AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg, uint64_t amount);
   bool RoundLocked();  // one group fsync; false when the ledger has failed
   void Kick();
@@ -113,7 +118,13 @@ class Core {
 
   // JS thread only.
   uint64_t lsn_ = 0;
-  uint64_t records_ = 0;     // log records appended since open
+  uint64_t records_ = 0;     // log records appended (staged or written) since open
+  uint64_t staged_lsn_ = 0;  // LSN of the last operation whose records are staged
+  uint64_t published_lsn_ = 0;  // ... whose records are in the kernel
+  std::vector<Shard*> staged_shards_;
+  size_t staged_bytes_ = 0;
+  bool batching_ = false;
+  uint64_t flushes_ = 0, write_failures_ = 0;
   uint64_t kicked_at_ = 0;   // records_ at the last kick
   uint64_t wal_total_ = 0;   // log bytes since the last checkpoint
 

@@ -13,12 +13,12 @@
 namespace gl {
 namespace {
 
-// Log space is reserved as address space once and filled with file chunks as
-// the log grows, so record pointers never move. The core checkpoints long
-// before a shard's log reaches the reservation.
+// The log file grows in chunks allocated ahead of the writer, so a full disk
+// is an error before an operation changes anything, not in the middle of a
+// write. Small logs stay small (a quiet shard costs 256 KiB); busy ones grow
+// by 4 MiB.
 constexpr uint64_t kWalChunk = 4ull << 20;
 constexpr uint64_t kWalFirstChunk = 256ull << 10;
-constexpr uint64_t kWalReservation = 64ull << 30;
 constexpr uint32_t kSlotsPerPage = kPageSize / kAccountSize;
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -115,7 +115,6 @@ Shard::Shard(const std::string& dir, uint32_t index, const Manifest& m)
 
     name = FileName("shard", index, "wal");
     wal_fd_ = OpenFile(dir + "/" + name, O_RDWR | O_CREAT);
-    wal_base_ = MapOrThrow(kWalReservation, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, "log reservation");
   } catch (...) {
     this->~Shard();
     throw;
@@ -124,12 +123,10 @@ Shard::Shard(const std::string& dir, uint32_t index, const Manifest& m)
 
 Shard::~Shard() {
   CloseWalScan();
-  if (wal_base_) ::munmap(wal_base_, kWalReservation);
   if (index_map_) ::munmap(index_map_, index_bytes_);
   if (data_) ::munmap(data_, uint64_t(capacity_) * kAccountSize);
   for (int* fd : {&wal_fd_, &index_fd_, &data_fd_})
     if (*fd >= 0) ::close(*fd), *fd = -1;
-  wal_base_ = nullptr;
   index_map_ = nullptr;
   data_ = nullptr;
 }
@@ -252,46 +249,56 @@ void Shard::RebuildIndex() {
 
 // ------------------------------------------------------------------ log
 
-void Shard::MapWalChunk() {
-  // Small logs stay small (a quiet shard costs 256 KiB); busy ones grow by 4 MiB.
-  uint64_t chunk = std::min(kWalChunk, std::max(kWalFirstChunk, wal_mapped_));
-  if (wal_mapped_ + chunk > kWalReservation) Fail(kIoError, "log of shard " + std::to_string(index_) + " is full");
-  Allocate(wal_fd_, wal_mapped_ + chunk, FileName("shard", index_, "wal"));
-  void* p = ::mmap(wal_base_ + wal_mapped_, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, wal_fd_,
-                   static_cast<off_t>(wal_mapped_));
-  if (p == MAP_FAILED) FailErrno("mmap log", errno);
-  wal_mapped_ += chunk;
-}
-
 void Shard::WalReserve(uint32_t n) {
   // Appends follow a header of the current epoch, never anything else.
   if (wal_pos_ < kWalRecordSize) Fail(kIoError, FileName("shard", index_, "wal") + ": log has no header to append to");
-  while (wal_pos_ + uint64_t(n) * kWalRecordSize > wal_mapped_) MapWalChunk();
+  uint64_t need = wal_pos_ + staged_ + uint64_t(n) * kWalRecordSize;
+  // Chunk boundaries are fixed (256K, 512K, 1M, 2M, 4M, 8M, ...) so both
+  // engines give a log the same size.
+  while (need > wal_bound_) {
+    uint64_t target = wal_bound_ + std::min(kWalChunk, std::max(kWalFirstChunk, wal_bound_));
+    Allocate(wal_fd_, target, FileName("shard", index_, "wal"));  // no-op where the file is that long
+    wal_bound_ = target;
+  }
 }
 
 WalRecord* Shard::WalNext() {
-  auto* r = reinterpret_cast<WalRecord*>(wal_base_ + wal_pos_);
-  wal_pos_ += kWalRecordSize;
+  if (stage_.size() < staged_ + kWalRecordSize) stage_.resize(std::max<size_t>(stage_.size() * 2, 64 * kWalRecordSize));
+  auto* r = reinterpret_cast<WalRecord*>(stage_.data() + staged_);
+  staged_ += kWalRecordSize;
   return r;
 }
 
-void Shard::UnmapWal() {
-  if (wal_mapped_ == 0) return;
-  void* p = ::mmap(wal_base_, wal_mapped_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-  if (p == MAP_FAILED) FailErrno("unmap log", errno);
-  wal_mapped_ = 0;
+int Shard::WalFlush() {
+  const uint8_t* p = stage_.data();
+  size_t n = staged_;
+  uint64_t off = wal_pos_;
+  while (n > 0) {
+    ssize_t w = ::pwrite(wal_fd_, p, n, static_cast<off_t>(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    off += static_cast<uint64_t>(w);
+  }
+  wal_pos_ += staged_;
+  staged_ = 0;
+  return 0;
 }
 
 void Shard::WalResetTo(uint64_t epoch, uint32_t window, uint64_t timestamp) {
   CloseWalScan();
   std::string name = FileName("shard", index_, "wal");
+  staged_ = 0;
   // The file and its blocks are kept for the next epoch: overwriting blocks
   // that are allocated and written costs a fraction of extending the file
   // (measured 2-3x), and the header's new epoch makes every old record stale.
   // A log that grew far past what this epoch used is cut back.
   if (FileSize(wal_fd_) > 4 * wal_pos_ + kWalChunk) {
-    UnmapWal();
     Resize(wal_fd_, 0, name);
+    wal_bound_ = 0;
   }
   WalRecord h{};
   h.magic = kWalMagic;

@@ -1,7 +1,8 @@
 // One shard: its account file (private mapping), its index (private mapping,
-// pages verified on first touch) and its write-ahead log (shared mapping, so a
-// record is in the kernel's page cache, and survives kill -9, the moment the
-// call that wrote it returns).
+// pages verified on first touch) and its write-ahead log. Log records are
+// staged in memory during a call and written with one pwrite per shard before
+// the call returns: from then on they are in the kernel's page cache and
+// survive kill -9.
 //
 // Why a private mapping for the account file: the kernel may write dirty
 // MAP_SHARED pages back whenever it likes, before the log records describing
@@ -82,14 +83,18 @@ class Shard {
   uint32_t index_rebuilds() const { return index_rebuilds_; }
 
   // ---- log
-  // Ensures room for `n` more records (may grow the file); throws IO_ERROR.
+  // Ensures file room for `n` more records (may grow the file with blocks
+  // allocated now); throws IO_ERROR, before anything has changed.
   void WalReserve(uint32_t n);
-  WalRecord* WalNext();  // next record slot; caller fills and seals it
+  WalRecord* WalNext();  // next staged record; the caller fills and seals it
+  int WalFlush();        // writes the staged records; returns errno (0: done)
+  size_t wal_staged() const { return staged_; }
   void WalResetTo(uint64_t epoch, uint32_t window, uint64_t timestamp);
   // True when the file is exactly a valid header of `epoch`; then appends may start after it.
   bool WalHeaderOnly(uint64_t epoch);
-  uint64_t wal_bytes() const { return wal_pos_; }
-  std::atomic<uint64_t> wal_last_lsn{0};  // highest LSN appended (read by the syncer)
+  uint64_t wal_bytes() const { return wal_pos_ + staged_; }
+  std::atomic<uint64_t> wal_last_lsn{0};  // highest LSN written to the kernel (read by the syncer)
+  uint64_t staged_lsn = 0;                // highest LSN staged (JS thread)
   int wal_fd() const { return wal_fd_; }
 
   // Recovery, in three passes over the mapped log: validate and find the cut
@@ -119,8 +124,6 @@ class Shard {
  private:
   bool VerifyIndexPage(uint32_t page);
   void ResetIndexVerification(bool verified);
-  void MapWalChunk();
-  void UnmapWal();
 
   std::string dir_;
   uint32_t index_;
@@ -147,9 +150,10 @@ class Shard {
   Bitmap index_dirty_;
 
   int wal_fd_ = -1;
-  uint8_t* wal_base_ = nullptr;  // reserved address range; chunks mapped in place
-  uint64_t wal_mapped_ = 0;
-  uint64_t wal_pos_ = 0;
+  uint64_t wal_pos_ = 0;    // bytes of the file written (header included)
+  uint64_t wal_bound_ = 0;  // the file is allocated at least this far (chunk boundaries from 0)
+  std::vector<uint8_t> stage_;
+  size_t staged_ = 0;
   const uint8_t* scan_map_ = nullptr;
   uint64_t scan_len_ = 0;
   uint64_t scan_end_ = 0;
