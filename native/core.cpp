@@ -388,18 +388,26 @@ Status Core::Logged(uint64_t lsn) {
   return FlushLogs() ? kOk : kIoError;
 }
 
-Status Core::Mint(const uint8_t* key, uint64_t amount) {
-  if (amount == 0) return kInvalidAmount;
-  uint32_t h;
-  Shard& s = ShardFor(key, &h);
-  uint32_t pos;
-  int64_t found = s.Find(key, h, &pos);
-  if (found >= 0) {
-    if (!s.Valid(static_cast<uint32_t>(found))) return Corrupt(s.index(), static_cast<uint32_t>(found));
-    if (s.Rec(static_cast<uint32_t>(found))->lamports > UINT64_MAX - amount) return kOverflow;
+// Whether `key` can receive `amount`: its slot in *found (-1: to be created at
+// index entry *pos), or the reason it cannot (CORRUPTION, OVERFLOW, CAPACITY_EXCEEDED).
+Status Core::CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t amount, int64_t* found, uint32_t* pos) {
+  *found = s.Find(key, hash, pos);
+  if (*found >= 0) {
+    uint32_t slot = static_cast<uint32_t>(*found);
+    if (!s.Valid(slot)) return Corrupt(s.index(), slot);
+    if (s.Rec(slot)->lamports > UINT64_MAX - amount) return kOverflow;
   } else if (s.count() >= s.capacity()) {
     return kCapacityExceeded;
   }
+  return kOk;
+}
+
+Status Core::Mint(const uint8_t* key, uint64_t amount) {
+  if (amount == 0) return kInvalidAmount;
+  uint32_t h, pos;
+  Shard& s = ShardFor(key, &h);
+  int64_t found;
+  if (Status st = CheckCredit(s, key, h, amount, &found, &pos); st != kOk) return st;
   if (Status st = Admit(s, nullptr); st != kOk) return st;
   uint64_t lsn = ++lsn_;
   uint32_t slot = found >= 0 ? static_cast<uint32_t>(found) : s.Create(key, h, pos, lsn);
@@ -422,13 +430,8 @@ Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
   if (!sf.Valid(static_cast<uint32_t>(f))) return Corrupt(sf.index(), static_cast<uint32_t>(f));
   if (sf.Rec(static_cast<uint32_t>(f))->lamports < amount) return kInsufficientFunds;
   Shard& st = ShardFor(to, &ht);
-  int64_t t = st.Find(to, ht, &pos);
-  if (t >= 0) {
-    if (!st.Valid(static_cast<uint32_t>(t))) return Corrupt(st.index(), static_cast<uint32_t>(t));
-    if (st.Rec(static_cast<uint32_t>(t))->lamports > UINT64_MAX - amount) return kOverflow;
-  } else if (st.count() >= st.capacity()) {
-    return kCapacityExceeded;
-  }
+  int64_t t;
+  if (Status s = CheckCredit(st, to, ht, amount, &t, &pos); s != kOk) return s;
   if (Status s = Admit(sf, &st); s != kOk) return s;
   uint64_t lsn = ++lsn_;
   uint32_t from_slot = static_cast<uint32_t>(f);

@@ -82,6 +82,7 @@ class Core {
  private:
   Shard& ShardFor(const uint8_t* key, uint32_t* hash) const;
   void Warm(const uint8_t* const* keys, size_t n);
+  Status CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t amount, int64_t* found, uint32_t* pos);
   Status Admit(Shard& a, Shard* b);  // room in the logs, backpressure, auto-checkpoint
   // Writes every staged log record to the kernel and publishes them to the
   // syncer; false (and the ledger read-only) when a write fails.
