@@ -15,7 +15,7 @@ const n = intArg(args, 'n', quick ? 100_000 : 1_000_000);
 const name = args.contender;
 
 await runChild({ bench: 'get', contender: name, mode: 'read', n }, async () => {
-  const c = makeContender(name, 'fast');
+  const c = makeContender(name, 'fast', n);
   const dir = tmpDir(`get-${name}`);
   try {
     await c.open(dir);

@@ -17,7 +17,7 @@ const name = args.contender;
 const mode = args.mode ?? 'durable';
 
 await runChild({ bench: 'transfer', contender: name, mode, n }, async () => {
-  const c = makeContender(name, mode);
+  const c = makeContender(name, mode, n);
   const dir = tmpDir(`transfer-${name}`);
   try {
     await c.open(dir);

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Bench } from 'tinybench';
 
 export const RESULT_PREFIX = '@@RESULT ';
@@ -128,7 +129,7 @@ export function keyBuffer(keys, indices) {
 // ------------------------------------------------------------------ files
 const liveDirs = new Set();
 export function tmpDir(tag) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `gl-bench-${tag}-`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `glbench-${tag}-`));
   liveDirs.add(dir);
   return dir;
 }
@@ -144,17 +145,37 @@ process.on('exit', removeAll);
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { removeAll(); process.exit(130); });
 
 export function dirBytes(dir) {
+  try {
+    return dirBytesOrThrow(dir);
+  } catch {
+    return NaN;
+  }
+}
+function dirBytesOrThrow(dir) {
   let total = 0;
   for (const f of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, f.name);
-    if (f.isDirectory()) total += dirBytes(p);
+    if (f.isDirectory()) total += dirBytesOrThrow(p);
     else total += fs.statSync(p).blocks * 512; // allocated, not apparent (shard files are sparse)
   }
   return total;
 }
 
 // ------------------------------------------------------------------ ledger loading
-export const DIST = new URL('../../dist/index.mjs', import.meta.url);
+/**
+ * Ledger capacity for a benchmark of n accounts: 16 shards of max(n, 65536) accounts, i.e. the
+ * defaults (16 x 1M) at the full run's 1M accounts, and the same load factor (1/16) when --quick or
+ * --n shrinks the workload.
+ */
+export function ledgerShape(n) {
+  return { shards: 16, accountsPerShard: Math.max(n, 65536) };
+}
+// bench/run.mjs points BENCH_LEDGER_DIST (and GL_ADDON, read by the native engine) at a copy of the
+// build taken when the run started, so every trial of a run measures the same code even if dist/ or
+// build/ are rebuilt meanwhile.
+export const DIST = process.env.BENCH_LEDGER_DIST
+  ? pathToFileURL(process.env.BENCH_LEDGER_DIST)
+  : new URL('../../dist/index.mjs', import.meta.url);
 export async function loadLedger() {
   if (!fs.existsSync(DIST)) throw new Skip('dist/index.mjs not built (run `npm run build`)');
   return import(DIST.href);

@@ -16,7 +16,7 @@
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import {
-  INITIAL_BALANCE, Skip, keyViews, mintBufferRange, keyBuffer, transferBuffer, loadLedger, openLedger,
+  INITIAL_BALANCE, Skip, keyViews, ledgerShape, mintBufferRange, keyBuffer, transferBuffer, loadLedger, openLedger,
 } from './common.mjs';
 
 const require = createRequire(import.meta.url);
@@ -41,7 +41,7 @@ function checkStatuses(st, ctx) {
 }
 
 // ------------------------------------------------------------------ geometric-ledger
-function ledgerContender(engine, mode) {
+function ledgerContender(engine, mode, n) {
   let mod, ledger;
   const ctx = { failed: 0 };
   const durable = mode === 'durable';
@@ -49,13 +49,13 @@ function ledgerContender(engine, mode) {
   return {
     name: engine,
     config: durable
-      ? `Ledger.open(dir, { engine: '${engine}', wal: true, syncEvery: 1000 }); every batch is followed by \`await ledger.sync()\``
-      : `Ledger.open(dir, { engine: '${engine}', wal: true, syncEvery: 1000 }); batches are not awaited (background group commit every 1000 WAL records / 1000 ms)`,
+      ? `Ledger.open(dir, { engine: '${engine}', wal: true, syncEvery: 1000, shards: 16, accountsPerShard: ${ledgerShape(n).accountsPerShard} }); every batch is followed by \`await ledger.sync()\``
+      : `Ledger.open(dir, { engine: '${engine}', wal: true, syncEvery: 1000, shards: 16, accountsPerShard: ${ledgerShape(n).accountsPerShard} }); batches are not awaited (background group commit every 1000 WAL records / 1000 ms)`,
     ctx,
     async: durable,
     async open(dir) {
       mod = await loadLedger();
-      ledger = await openLedger(mod, dir, { engine, wal: true, syncEvery: 1000, shards: 16, accountsPerShard: 1_000_000 });
+      ledger = await openLedger(mod, dir, { engine, wal: true, syncEvery: 1000, ...ledgerShape(n) });
       out = Buffer.alloc(128 * 10_000);
     },
     async load(keys, start, count) {
@@ -316,10 +316,11 @@ function levelContender(mode) {
 
 export const CONTENDERS = ['native', 'js', 'lmdb', 'better-sqlite3', 'classic-level'];
 
-export function makeContender(name, mode) {
+/** n: the number of accounts of the workload (sizes the ledger's capacity). */
+export function makeContender(name, mode, n) {
   switch (name) {
-    case 'native': return ledgerContender('native', mode);
-    case 'js': return ledgerContender('js', mode);
+    case 'native': return ledgerContender('native', mode, n);
+    case 'js': return ledgerContender('js', mode, n);
     case 'lmdb': return lmdbContender(mode);
     case 'better-sqlite3': return sqliteContender(mode);
     case 'classic-level': return levelContender(mode);
