@@ -274,13 +274,19 @@ let run = {
   skipped: Object.fromEntries(skipped), failures, rows: [...rows.values()],
 };
 if (args.only) {
-  // Keep the rows of the previous run of this mode that were not re-measured.
+  // Keep the rows of the previous run of this mode that were not re-measured, and its metadata; this
+  // partial run is listed under `reruns`.
   const prev = loadResults(modeName);
   if (prev) {
     const fresh = new Set(run.rows.map((r) => r.id));
-    run = { ...run, partial: true, rows: [...prev.rows.filter((r) => !fresh.has(r.id)), ...run.rows],
-      skipped: { ...Object.fromEntries(Object.entries(prev.skipped ?? {}).filter(([c]) => !list.some((j) => (j.contender ?? j.engine) === c))), ...run.skipped },
-      failures: [...(prev.failures ?? []).filter((f) => !list.some((j) => f.tag.includes(j.contender ?? j.engine))), ...run.failures] };
+    const ran = (c) => list.some((j) => (j.contender ?? j.engine) === c);
+    run = {
+      ...prev,
+      rows: [...prev.rows.filter((r) => !fresh.has(r.id)), ...run.rows],
+      skipped: { ...Object.fromEntries(Object.entries(prev.skipped ?? {}).filter(([c]) => !ran(c))), ...run.skipped },
+      failures: [...(prev.failures ?? []).filter((f) => !list.some((j) => f.tag.includes(j.contender ?? j.engine))), ...run.failures],
+      reruns: [...(prev.reruns ?? []), { command: run.command, date: run.date, elapsedMs: run.elapsedMs, commit: run.commit, built: run.built, load: run.load, rows: run.rows.map((r) => r.id) }],
+    };
   }
 }
 if (!args['no-write']) {

@@ -231,7 +231,12 @@ function renderRun(run) {
   L.push(`| data directories | \`${m.tmpdir}\`, ${m.fs} |`);
   L.push(`| date | ${run.date} |`);
   if (run.commit) L.push(`| code | commit ${run.commit}${run.built ? `; dist/ built ${run.built.dist}, addon built ${run.built.addon ?? '–'} (copied at the start, so every trial ran the same build)` : ''} |`);
-  L.push(`| command | \`${run.command}\`${run.partial ? ' (partial re-run; other rows from the previous run)' : ''} |`);
+  L.push(`| command | \`${run.command}\` |`);
+  for (const r of run.reruns ?? []) {
+    const same = r.built && run.built && r.built.dist === run.built.dist && r.built.addon === run.built.addon;
+    L.push(`| re-run | \`${r.command}\` on ${r.date} (${(r.elapsedMs / 1000).toFixed(0)} s, load ${r.load.start.toFixed(2)}–${r.load.max.toFixed(2)}): ` +
+      `${r.rows.length} rows replaced, ${same ? 'same build' : `build: commit ${r.commit}, dist/ ${r.built?.dist}, addon ${r.built?.addon}`} |`);
+  }
   L.push(`| duration | ${(run.elapsedMs / 1000).toFixed(0)} s |`);
   if (run.load) L.push(`| load average (1 min) | ${run.load.start.toFixed(2)} at the start, ${run.load.end.toFixed(2)} at the end${run.load.max !== undefined ? `, at most ${run.load.max.toFixed(2)} between trials` : ''} |`);
   L.push(`| workload | ${fmtN(accountsOf(run) ?? 0)} accounts, random 32-byte keys, batches/transactions of 1,000, ${maxTrials(run)} trial${maxTrials(run) > 1 ? 's' : ''} per row, each in a fresh process |`);
