@@ -31,16 +31,17 @@ Napi::Error MakeError(Napi::Env env, gl::Status code, const std::string& message
 // A type tag makes sure a LedgerCore method is never handed some other object.
 const napi_type_tag kCoreTag = {0x6c65646765722d63ull, 0x6f72652d7461672eull};
 
-template <typename T>
+// Every byte argument was checked to be a Uint8Array in TypeScript. One
+// napi_get_typedarray_info call gives both pointer and length.
 const uint8_t* Bytes(const Napi::Value& v, size_t* len) {
-  auto a = v.As<Napi::TypedArray>();
-  *len = a.ByteLength();
-  return static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  *len = a.ElementLength();
+  return a.Data();
 }
 uint8_t* MutBytes(const Napi::Value& v, size_t* len) {
-  auto a = v.As<Napi::TypedArray>();
-  *len = a.ByteLength();
-  return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  *len = a.ElementLength();
+  return a.Data();
 }
 uint64_t Amount(const Napi::Value& v) {
   if (v.IsBigInt()) {
@@ -186,38 +187,38 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
   // a non-zero one into a LedgerError, and batches store it as is.
   Napi::Value Mint(const Napi::CallbackInfo& info) {
     size_t n;
-    const uint8_t* key = Bytes<uint8_t>(info[0], &n);
+    const uint8_t* key = Bytes(info[0], &n);
     return Napi::Number::New(info.Env(), C(info).Mint(key, Amount(info[1])));
   }
   Napi::Value Transfer(const Napi::CallbackInfo& info) {
     size_t n;
-    const uint8_t* from = Bytes<uint8_t>(info[0], &n);
-    const uint8_t* to = Bytes<uint8_t>(info[1], &n);
+    const uint8_t* from = Bytes(info[0], &n);
+    const uint8_t* to = Bytes(info[1], &n);
     return Napi::Number::New(info.Env(), C(info).Transfer(from, to, Amount(info[2])));
   }
   Napi::Value Get(const Napi::CallbackInfo& info) {
     size_t n;
-    const uint8_t* key = Bytes<uint8_t>(info[0], &n);
+    const uint8_t* key = Bytes(info[0], &n);
     uint8_t* out = MutBytes(info[1], &n);
     return Napi::Number::New(info.Env(), C(info).Get(key, out));
   }
   Napi::Value MintBatch(const Napi::CallbackInfo& info) {
     size_t len, n;
-    const uint8_t* ops = Bytes<uint8_t>(info[0], &len);
+    const uint8_t* ops = Bytes(info[0], &len);
     uint8_t* st = MutBytes(info[1], &n);
     C(info).MintBatch(ops, n, st);
     return info.Env().Undefined();
   }
   Napi::Value TransferBatch(const Napi::CallbackInfo& info) {
     size_t len, n;
-    const uint8_t* ops = Bytes<uint8_t>(info[0], &len);
+    const uint8_t* ops = Bytes(info[0], &len);
     uint8_t* st = MutBytes(info[1], &n);
     C(info).TransferBatch(ops, n, st);
     return info.Env().Undefined();
   }
   Napi::Value GetBatch(const Napi::CallbackInfo& info) {
     size_t len, n;
-    const uint8_t* keys = Bytes<uint8_t>(info[0], &len);
+    const uint8_t* keys = Bytes(info[0], &len);
     uint8_t* out = MutBytes(info[1], &n);
     Guard(info.Env(), [&] { C(info).GetBatch(keys, len / 32, out); });
     return info.Env().Undefined();
