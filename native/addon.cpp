@@ -171,7 +171,6 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     out.Set("records", Napi::Number::New(env, static_cast<double>(r.records)));
     out.Set("droppedBytes", Napi::Number::New(env, static_cast<double>(r.dropped_bytes)));
     out.Set("lastLsn", Napi::BigInt::New(env, r.last_lsn));
-    out.Set("logsClean", Napi::Boolean::New(env, r.logs_clean));
     return out;
   }
   Napi::Value RebuildIndex(const Napi::CallbackInfo& info) {

@@ -140,7 +140,6 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
     scans.push_back(s->ScanWal(manifest_.epoch, manifest_.checkpoint_lsn, Window(), repair));
     total += scans.back().records;
     out.dropped_bytes += scans.back().dropped_bytes;
-    out.logs_clean = out.logs_clean && scans.back().header_only;
   }
   // Transactions must follow the checkpoint without a gap, each with all of
   // its legs; the first one that does not is where every shard is cut. A

@@ -38,7 +38,6 @@ struct ReplayResult {
   uint64_t records = 0;
   uint64_t dropped_bytes = 0;
   uint64_t last_lsn = 0;
-  bool logs_clean = true;  // every log was exactly a header of the current epoch
 };
 
 struct ShardStats {

@@ -375,7 +375,6 @@ WalScan Shard::ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallbac
     }
   }
   out.valid_end = off;
-  out.header_only = off == kWalRecordSize && out.records == 0;
   // Everything from `off` on is cut. That is a torn tail only if what follows
   // could still have been unsynced: at most `window` valid records.
   uint64_t valid_after = 0;

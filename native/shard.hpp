@@ -45,7 +45,6 @@ struct WalScan {
   uint64_t dropped_bytes = 0;   // damaged/garbage bytes after valid_end
   uint64_t records = 0;         // valid records after the header
   uint64_t max_lsn = 0;
-  bool header_only = false;     // the file is exactly a valid header of this epoch
 };
 
 class Shard {

@@ -20,7 +20,6 @@ export interface ReplayResult {
   records: number;
   droppedBytes: number;
   lastLsn: bigint;
-  logsClean: boolean;
 }
 
 export interface EngineStats {

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LedgerError } from './errors';
-import { T as TABLE } from './js/crc';
+import { crc32cBytes } from './js/crc';
 
 export const ACCOUNT_SIZE = 128;
 export const ACCOUNT_CRC_LEN = 124;
@@ -46,22 +46,11 @@ export function shardFile(prefix: 'shard' | 'index', shard: number, ext: 'bin' |
 }
 
 // ---------------------------------------------------------------- CRC-32C
-// One table for both engines' TypeScript code (src/js/crc.ts builds it).
-/** Raw CRC-32C state update (start at 0xFFFFFFFF, finish with ~state >>> 0). Slice-by-8. */
-export function crc32cUpdate(state: number, buf: Uint8Array, start: number, end: number): number {
-  const t = TABLE;
-  let c = state | 0;
-  let i = start;
-  for (; i + 8 <= end; i += 8) {
-    const lo = c ^ (buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24));
-    c = t[1792 + (lo & 0xff)] ^ t[1536 + ((lo >>> 8) & 0xff)] ^ t[1280 + ((lo >>> 16) & 0xff)] ^ t[1024 + (lo >>> 24)] ^
-      t[768 + buf[i + 4]] ^ t[512 + buf[i + 5]] ^ t[256 + buf[i + 6]] ^ t[buf[i + 7]];
-  }
-  for (; i < end; i++) c = (c >>> 8) ^ t[(c ^ buf[i]) & 0xff];
-  return c;
-}
+// One implementation for both engines' TypeScript code (src/js/crc.ts).
+/** Raw CRC-32C state update (start at 0xFFFFFFFF, finish with ~state >>> 0). */
+export { crcBytes as crc32cUpdate } from './js/crc';
 export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
-  return ~crc32cUpdate(0xffffffff, buf, start, end) >>> 0;
+  return crc32cBytes(buf, start, end);
 }
 
 // ---------------------------------------------------------------- manifest

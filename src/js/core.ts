@@ -168,12 +168,10 @@ export class JsCore implements EngineCore {
     const m = this.manifest;
     let total = 0;
     let droppedBytes = 0;
-    let logsClean = true;
     for (const s of this.shards) {
       const scan = s.scanWal(m.epoch, m.checkpointLsn, this.window(), repair);
       total += scan.records;
       droppedBytes += scan.droppedBytes;
-      logsClean = logsClean && scan.headerOnly;
     }
     // Transactions must follow the checkpoint without a gap, each with all of
     // its legs; the first one that does not is where every shard is cut. A
@@ -211,7 +209,7 @@ export class JsCore implements EngineCore {
     this.lsn = lastLsn;
     this.durableLsn = lastLsn;
     this.appendedLsn = lastLsn;
-    return { records, droppedBytes: dropped.bytes, lastLsn: BigInt(lastLsn), logsClean };
+    return { records, droppedBytes: dropped.bytes, lastLsn: BigInt(lastLsn) };
   }
 
   rebuildIndex(shard: number): void {

@@ -111,7 +111,6 @@ export interface WalScan {
   droppedBytes: number;
   records: number;
   maxLsn: number;
-  headerOnly: boolean;
 }
 
 function encodeIndexHeader(h: Buffer, shard: number, capacity: number, count: number, pages: number,
@@ -628,7 +627,7 @@ export class Shard {
 
   /** Recovery pass 1: validate the log and find where this file is cut (native Shard::ScanWal). */
   scanWal(epoch: number, checkpointLsn: number, fallbackWindow: number, repair: boolean): WalScan {
-    const out: WalScan = { validEnd: 0, droppedBytes: 0, records: 0, maxLsn: 0, headerOnly: false };
+    const out: WalScan = { validEnd: 0, droppedBytes: 0, records: 0, maxLsn: 0 };
     const size = fileSize(this.walFd);
     this.closeWalScan();
     if (size > 0) {
@@ -672,7 +671,6 @@ export class Shard {
       }
     }
     out.validEnd = off;
-    out.headerOnly = off === WAL_RECORD_SIZE && out.records === 0;
     // Everything from `off` on is cut. That is a torn tail only if what follows
     // could still have been unsynced: at most `window` valid records.
     let validAfter = 0;
