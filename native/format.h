@@ -45,13 +45,17 @@ static_assert(offsetof(AccountRecord, crc) == 124, "crc at 124");
 constexpr uint32_t kAccountCrcLen = 124;
 
 // ---------------------------------------------------------------- WAL
-// shard_NNN.wal is a sequence of 224-byte records. Record 0 is a HEADER that
-// names the epoch (incremented by every checkpoint); only records of the
-// manifest's epoch are ever replayed, so bytes left over from an earlier epoch
-// can never come back. The file may end in zeros (space is pre-extended in
-// chunks), a torn record, or garbage: see docs/wal.md for the recovery rules.
+// Each shard has two log files, one per log generation: the records of epoch e
+// live in shard_NNN.<e & 1>.wal (WalFileName). While the checkpoint of epoch
+// e+1 runs in the background, operations go to the file of e+1 and the file of
+// e is kept: a page torn by the write-back is repaired from it. Record 0 of a
+// file is a HEADER naming its epoch; only records of the manifest's epoch and
+// the next are ever replayed, so bytes left over from an earlier epoch can
+// never come back. A file may end in zeros (space is pre-extended in chunks), a
+// torn record, or garbage: docs/durability.md gives the recovery rules.
 constexpr uint32_t kWalRecordSize = 224;
-constexpr uint32_t kWalMagic = 0x57314c47;  // "GL1W" read as bytes: 'G' 'L' '1' 'W'
+constexpr uint32_t kWalMagic = 0x57324c47;  // "GL2W" read as bytes: 'G' 'L' '2' 'W'
+constexpr uint32_t kWalGenerations = 2;     // log files per shard
 enum WalType : uint32_t {
   kWalHeader = 1,  // first record of a file; account is zero
   kWalMint = 2,    // account = post-image of the credited account
@@ -72,14 +76,24 @@ struct WalRecord {
   uint32_t legs;         // 172 records that make up transaction `lsn` across all shards
   uint32_t leg;          // 176 index of this record within its transaction
   uint64_t amount;       // 180 amount of the operation (audit; replay uses the image)
-  uint32_t window;       // 188 HEADER: most records that may be unsynced at once (0xFFFFFFFF: unbounded)
-  uint8_t reserved[32];  // 192 zero
+  uint64_t durable_lsn;  // 188 every record of every log with an LSN <= this was on stable
+                         //     storage when this record was written (0 in a HEADER): a damaged
+                         //     record that a later record proves durable is CORRUPTION, not a torn tail
+  uint8_t reserved[28];  // 196 zero
 } __attribute__((packed));
 static_assert(sizeof(WalRecord) == kWalRecordSize, "WAL record is 224 bytes");
+static_assert(offsetof(WalRecord, timestamp) == 4, "timestamp at 4");
+static_assert(offsetof(WalRecord, type) == 12, "type at 12");
+static_assert(offsetof(WalRecord, crc) == 16, "crc at 16");
 static_assert(offsetof(WalRecord, account) == 20, "account image at 20");
 static_assert(offsetof(WalRecord, lsn) == 148, "lsn at 148");
-static_assert(offsetof(WalRecord, window) == 188, "window at 188");
-constexpr uint32_t kUnboundedWindow = 0xFFFFFFFFu;
+static_assert(offsetof(WalRecord, epoch) == 156, "epoch at 156");
+static_assert(offsetof(WalRecord, shard) == 164, "shard at 164");
+static_assert(offsetof(WalRecord, slot) == 168, "slot at 168");
+static_assert(offsetof(WalRecord, legs) == 172, "legs at 172");
+static_assert(offsetof(WalRecord, leg) == 176, "leg at 176");
+static_assert(offsetof(WalRecord, amount) == 180, "amount at 180");
+static_assert(offsetof(WalRecord, durable_lsn) == 188, "durable_lsn at 188");
 
 // ---------------------------------------------------------------- index
 // index_NNN.bin: a 4096-byte header, a table of one CRC per entry page (padded

@@ -14,6 +14,10 @@ export interface EngineOptions {
   wal: boolean;
   syncEvery: number;
   syncIntervalMs: number;
+  /** Most log records that may be unsynced at once; a write past it waits for the group fsync. */
+  maxUnsyncedRecords: number;
+  /** Log bytes since the last hand-over at which a write starts a background checkpoint. */
+  checkpointEveryBytes: number;
 }
 
 export interface ReplayResult {
@@ -26,7 +30,15 @@ export interface EngineStats {
   lsn: bigint;
   durableLsn: bigint;
   checkpointLsn: bigint;
+  /** Log bytes (records after the headers) since the last committed checkpoint, both generations. */
   walBytes: number;
+  /** Checkpoints committed since open (foreground and background). */
+  checkpoints: number;
+  checkpointInProgress: boolean;
+  /** Duration of the last committed checkpoint, hand-over to commit (0 before the first). */
+  lastCheckpointMs: number;
+  /** When the last checkpoint committed, ms since the Unix epoch (0 before the first). */
+  lastCheckpointAt: number;
   fsyncs: number;
   readOnly: boolean;
   shards: { accounts: number; capacity: number; indexRebuilds: number }[];
@@ -57,8 +69,21 @@ export interface EngineCore {
   /** Throws CORRUPTION for a damaged record. */
   getBatch(keys: Uint8Array, out: Uint8Array): void;
   sync(): Promise<void>;
-  /** `force`: checkpoint even when nothing changed (to start a fresh log epoch). */
-  checkpoint(force: boolean): void;
+  /**
+   * Foreground checkpoint (docs/durability.md): open (recovery, creation) and close, when no operation can
+   * run. Waits for a background checkpoint in progress first. `force`: even when nothing changed.
+   */
+  checkpointSync(force: boolean): void;
+  /**
+   * Background checkpoint: hands over on this thread, writes back off it; resolves once committed. Joins
+   * one in progress. Resolves at once when there is nothing to do. With wal:false: a foreground one.
+   */
+  checkpoint(): Promise<void>;
+  /**
+   * Housekeeping on the JS thread, a slice of at most about a millisecond: the native engine gives pages a
+   * committed checkpoint wrote back to the kernel (MADV_DONTNEED). Returns true while work remains.
+   */
+  maintain(): boolean;
   close(): void;
   stats(): EngineStats;
   /** What the last CORRUPTION status was about (file and slot). */

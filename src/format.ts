@@ -17,13 +17,14 @@ export const Account = Object.freeze({
 });
 
 export const WAL_RECORD_SIZE = 224;
-export const WAL_MAGIC = 0x57314c47;
+export const WAL_MAGIC = 0x57324c47; // "GL2W"
+/** Log files per shard: epoch e lives in shard_NNN.<e & 1>.wal (walFile). */
+export const WAL_GENERATIONS = 2;
 export const WalType = Object.freeze({ HEADER: 1, MINT: 2, DEBIT: 3, CREDIT: 4, IMAGE: 5 });
 export const Wal = Object.freeze({
   MAGIC: 0, TIMESTAMP: 4, TYPE: 12, CRC: 16, ACCOUNT: 20, LSN: 148, EPOCH: 156, SHARD: 164,
-  SLOT: 168, LEGS: 172, LEG: 176, AMOUNT: 180, WINDOW: 188,
+  SLOT: 168, LEGS: 172, LEG: 176, AMOUNT: 180, DURABLE_LSN: 188,
 });
-export const UNBOUNDED_WINDOW = 0xffffffff;
 
 export const PAGE_SIZE = 4096;
 export const INDEX_MAGIC = 0x58494c47;
@@ -41,8 +42,12 @@ export const MARKER_SIZE = 32;
 export const MINT_OP_SIZE = 40;
 export const TRANSFER_OP_SIZE = 72;
 
-export function shardFile(prefix: 'shard' | 'index', shard: number, ext: 'bin' | 'wal'): string {
+export function shardFile(prefix: 'shard' | 'index', shard: number, ext: 'bin'): string {
   return `${prefix}_${String(shard).padStart(3, '0')}.${ext}`;
+}
+/** The log file that holds the records of `epoch` for `shard`: shard_003.0.wal or shard_003.1.wal. */
+export function walFile(shard: number, epoch: number | bigint): string {
+  return `shard_${String(shard).padStart(3, '0')}.${Number(BigInt(epoch) & 1n)}.wal`;
 }
 
 // ---------------------------------------------------------------- CRC-32C
