@@ -6,6 +6,11 @@
         "native/addon.cpp",
         "native/core.cpp",
         "native/shard.cpp",
+        "native/lock.cpp",
+        "native/log_writer.cpp",
+        "native/log_reader.cpp",
+        "native/syncer.cpp",
+        "native/checkpointer.cpp",
         "native/io.cpp",
         "native/crc32c.cpp"
       ],

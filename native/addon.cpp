@@ -92,6 +92,38 @@ class SyncWorker : public Napi::AsyncWorker {
   std::string message_;
 };
 
+// The promise of checkpoint(): waits on a pool thread for the background
+// checkpoint run `seq` to commit. No N-API calls in Execute.
+class CheckpointWorker : public Napi::AsyncWorker {
+ public:
+  CheckpointWorker(Napi::Env env, std::shared_ptr<Core> core, uint64_t seq)
+      : Napi::AsyncWorker(env), core_(std::move(core)), seq_(seq), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      core_->WaitCheckpoint(seq_);
+    } catch (const Failure& f) {
+      code_ = f.code;
+      message_ = f.message;
+    }
+  }
+  void OnOK() override {
+    if (code_ != gl::kOk) {
+      deferred_.Reject(MakeError(Env(), code_, message_).Value());
+      return;
+    }
+    core_->FinishCheckpoint();  // back on the JS thread: the bookkeeping of the commit
+    deferred_.Resolve(Env().Undefined());
+  }
+
+ private:
+  std::shared_ptr<Core> core_;
+  uint64_t seq_;
+  Napi::Promise::Deferred deferred_;
+  gl::Status code_ = gl::kOk;
+  std::string message_;
+};
+
 class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -110,7 +142,9 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
                            InstanceMethod<&LedgerCore::TransferBatch>("transferBatch"),
                            InstanceMethod<&LedgerCore::GetBatch>("getBatch"),
                            InstanceMethod<&LedgerCore::Sync>("sync"),
+                           InstanceMethod<&LedgerCore::CheckpointSync>("checkpointSync"),
                            InstanceMethod<&LedgerCore::Checkpoint>("checkpoint"),
+                           InstanceMethod<&LedgerCore::Maintain>("maintain"),
                            InstanceMethod<&LedgerCore::Close>("close"),
                            InstanceMethod<&LedgerCore::Stats>("stats"),
                            InstanceMethod<&LedgerCore::Detail>("detail"),
@@ -148,6 +182,8 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     opts.wal = o.Get("wal").As<Napi::Boolean>().Value();
     opts.sync_every = o.Get("syncEvery").As<Napi::Number>().Uint32Value();
     opts.sync_interval_ms = o.Get("syncIntervalMs").As<Napi::Number>().Uint32Value();
+    opts.max_unsynced_records = static_cast<uint64_t>(o.Get("maxUnsyncedRecords").As<Napi::Number>().Int64Value());
+    opts.checkpoint_every_bytes = static_cast<uint64_t>(o.Get("checkpointEveryBytes").As<Napi::Number>().Int64Value());
     std::vector<bool> valid;
     Guard(env, [&] { valid = C(info).Open(ManifestFrom(info[0].As<Napi::Object>()), opts); });
     auto arr = Napi::Array::New(env, valid.size());
@@ -228,9 +264,34 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     w->Queue();
     return p;
   }
-  Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
-    Guard(info.Env(), [&] { C(info).Checkpoint(info[0].ToBoolean().Value()); });
+  Napi::Value CheckpointSync(const Napi::CallbackInfo& info) {
+    Guard(info.Env(), [&] { C(info).CheckpointSync(info[0].ToBoolean().Value()); });
     return info.Env().Undefined();
+  }
+  Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t seq = 0;
+    try {
+      seq = C(info).BeginCheckpoint(false);
+    } catch (const Failure& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(MakeError(env, e.code, e.message).Value());
+      return d.Promise();
+    }
+    if (seq == 0) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    auto* w = new CheckpointWorker(env, core_, seq);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+  Napi::Value Maintain(const Napi::CallbackInfo& info) {
+    bool more = false;
+    if (core_) Guard(info.Env(), [&] { more = core_->Maintain(); });
+    return Napi::Boolean::New(info.Env(), more);
   }
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (core_) core_->Close();
@@ -247,6 +308,10 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     out.Set("walBytes", Napi::Number::New(env, static_cast<double>(c.wal_bytes())));
     out.Set("fsyncs", Napi::Number::New(env, static_cast<double>(c.fsyncs())));
     out.Set("readOnly", Napi::Boolean::New(env, c.failed()));
+    out.Set("checkpoints", Napi::Number::New(env, static_cast<double>(c.checkpointer().commits())));
+    out.Set("checkpointInProgress", Napi::Boolean::New(env, c.checkpoint_running()));
+    out.Set("lastCheckpointMs", Napi::Number::New(env, static_cast<double>(c.checkpointer().last_ms())));
+    out.Set("lastCheckpointAt", Napi::Number::New(env, static_cast<double>(c.checkpointer().last_at())));
     auto shards = Napi::Array::New(env);
     uint32_t i = 0;
     for (const auto& s : c.Stats()) {
@@ -269,11 +334,61 @@ Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The format constants as the compiler lays them out (offsetof, sizeof), so
+// that a test can hold src/format.ts to native/format.h.
+Napi::Object Formats(Napi::Env env) {
+  auto o = Napi::Object::New(env);
+  auto n = [&](const char* name, double v) { o.Set(name, Napi::Number::New(env, v)); };
+  n("ACCOUNT_SIZE", sizeof(gl::AccountRecord));
+  n("ACCOUNT_CRC_LEN", gl::kAccountCrcLen);
+  n("ACCOUNT_VERSION", gl::kAccountVersion);
+  n("Account.LAMPORTS", offsetof(gl::AccountRecord, lamports));
+  n("Account.LSN", offsetof(gl::AccountRecord, lsn));
+  n("Account.OWNER", offsetof(gl::AccountRecord, owner));
+  n("Account.RENT_EPOCH", offsetof(gl::AccountRecord, rent_epoch));
+  n("Account.CREATED_LSN", offsetof(gl::AccountRecord, created_lsn));
+  n("Account.SLOT", offsetof(gl::AccountRecord, slot));
+  n("Account.FLAGS", offsetof(gl::AccountRecord, flags));
+  n("Account.DATA_LEN", offsetof(gl::AccountRecord, data_len));
+  n("Account.VERSION", offsetof(gl::AccountRecord, version));
+  n("Account.CRC", offsetof(gl::AccountRecord, crc));
+  n("WAL_RECORD_SIZE", sizeof(gl::WalRecord));
+  n("WAL_MAGIC", gl::kWalMagic);
+  n("WAL_GENERATIONS", gl::kWalGenerations);
+  n("Wal.TIMESTAMP", offsetof(gl::WalRecord, timestamp));
+  n("Wal.TYPE", offsetof(gl::WalRecord, type));
+  n("Wal.CRC", offsetof(gl::WalRecord, crc));
+  n("Wal.ACCOUNT", offsetof(gl::WalRecord, account));
+  n("Wal.LSN", offsetof(gl::WalRecord, lsn));
+  n("Wal.EPOCH", offsetof(gl::WalRecord, epoch));
+  n("Wal.SHARD", offsetof(gl::WalRecord, shard));
+  n("Wal.SLOT", offsetof(gl::WalRecord, slot));
+  n("Wal.LEGS", offsetof(gl::WalRecord, legs));
+  n("Wal.LEG", offsetof(gl::WalRecord, leg));
+  n("Wal.AMOUNT", offsetof(gl::WalRecord, amount));
+  n("Wal.DURABLE_LSN", offsetof(gl::WalRecord, durable_lsn));
+  n("WalType.HEADER", gl::kWalHeader);
+  n("WalType.MINT", gl::kWalMint);
+  n("WalType.DEBIT", gl::kWalDebit);
+  n("WalType.CREDIT", gl::kWalCredit);
+  n("WalType.IMAGE", gl::kWalImage);
+  n("PAGE_SIZE", gl::kPageSize);
+  n("INDEX_MAGIC", gl::kIndexMagic);
+  n("INDEX_HEADER_SIZE", sizeof(gl::IndexHeader));
+  n("MANIFEST_MAGIC", gl::kManifestMagic);
+  n("MANIFEST_VERSION", gl::kManifestVersion);
+  n("MANIFEST_SIZE", sizeof(gl::Manifest));
+  n("MINT_OP_SIZE", gl::kMintOpSize);
+  n("TRANSFER_OP_SIZE", gl::kTransferOpSize);
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new InstanceData();
   env.SetInstanceData(data);  // one per environment: workers get their own
   exports.Set("LedgerCore", LedgerCore::Define(env));
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory));
+  exports.Set("formats", Formats(env));
   return exports;
 }
 

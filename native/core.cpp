@@ -1,61 +1,30 @@
 #include "core.hpp"
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <system_error>
-#include <fcntl.h>
-#include <csignal>
-#include <cstdlib>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include "crc32c.hpp"
 #include "hash.hpp"
 #include "io.hpp"
+#include "log_reader.hpp"
 
 namespace gl {
 namespace {
 
-// Past this much log since the last checkpoint, the next write checkpoints
-// first: it bounds recovery after a crash (about a second of replay).
-constexpr uint64_t kAutoCheckpointBytes = 512ull << 20;
-// Threads waiting on log fsyncs in one group commit.
-constexpr size_t kSyncThreads = 4;
 // Staged log bytes at which a batch writes them out before going on.
 constexpr size_t kStageFlush = 1 << 20;
+// How long one write call may wait for a background checkpoint that the log
+// has outrun (more than twice checkpointEveryBytes since the last commit).
+constexpr uint32_t kThrottleMs = 1;
+// Written-back pages looked at per Maintain() call (well under a millisecond).
+constexpr size_t kReleasePages = 4096;
 
 uint64_t WallMs() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-uint64_t MonoMs() {
-  struct timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-// Start time of a process in clock ticks since boot, 0 when it does not exist.
-unsigned long long ProcessStart(long pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return 0;
-  char line[1024];
-  size_t n = std::fread(line, 1, sizeof line - 1, f);
-  std::fclose(f);
-  line[n] = 0;
-  // Field 2 is "(comm)" and may hold spaces: count fields after the last ')'.
-  const char* p = std::strrchr(line, ')');
-  if (!p) return 0;
-  int field = 2;
-  for (const char* q = p + 1; *q; q++) {
-    if (*q != ' ') continue;
-    if (++field == 22) return std::strtoull(q + 1, nullptr, 10);
-  }
-  return 0;
 }
 
 uint64_t Le64(const uint8_t* p) {
@@ -68,216 +37,158 @@ uint64_t Le64(const uint8_t* p) {
 
 Core::Core(const std::string& dir) : dir_(dir) {
   Hooks::Load();
-  lock_fd_ = OpenFile(dir + "/LOCK", O_RDWR | O_CREAT);
-  // flock belongs to the open file description: a second open in this process
-  // conflicts too, and the kernel drops the lock when the process dies.
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    int err = errno;
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    if (err == EWOULDBLOCK) Fail(kLocked, "ledger directory is locked by another open ledger: " + dir);
-    FailErrno("lock " + dir, err);
-  }
-  // The pure-TypeScript engine cannot flock; it records "pid starttime" here
-  // instead, and so do we, so that each engine sees the other's hold. The
-  // start time (field 22 of /proc/<pid>/stat) tells a live holder from an
-  // unrelated process that was given a dead holder's pid.
-  char buf[64] = {};
-  ssize_t n = ::pread(lock_fd_, buf, sizeof buf - 1, 0);
-  long pid = 0;
-  unsigned long long start = 0;
-  if (n > 0) std::sscanf(buf, "%ld %llu", &pid, &start);
-  // Our own pid counts too: a native core always clears LOCK when it lets go,
-  // so our pid here means a TypeScript-engine ledger of this process holds it.
-  if (pid > 0 && start != 0 && ProcessStart(pid) == start) {
-    ::close(lock_fd_);
-    lock_fd_ = -1;
-    Fail(kLocked, "ledger directory is locked by process " + std::to_string(pid) + ": " + dir);
-  }
-  std::string me = std::to_string(::getpid()) + " " + std::to_string(ProcessStart(::getpid())) + "\n";
-  if (::ftruncate(lock_fd_, 0) == 0) WriteAt(lock_fd_, me.data(), me.size(), 0, "LOCK");
+  lock_ = std::make_unique<DirLock>(dir);
 }
 
-Core::~Core() {
-  StopSyncer();
-  shards_.clear();
-  ReleaseLock();
-}
+Core::~Core() { Close(); }
 
 void Core::Create(const Manifest& m) {
   for (uint32_t i = 0; i < m.shards; i++) Shard::Create(dir_, i, m);
   SyncDir(dir_);
   Manifest sealed = m;
-  sealed.crc = Crc32c(&sealed, 60);
+  sealed.crc = Crc32c(&sealed, offsetof(Manifest, crc));
   ReplaceFile(dir_, "MANIFEST", &sealed, sizeof sealed);
 }
 
 std::vector<bool> Core::Open(const Manifest& m, const CoreOptions& o) {
   manifest_ = m;
+  committed_lsn_.store(m.checkpoint_lsn);
+  active_epoch_ = m.epoch;
   opts_ = o;
   std::vector<bool> valid;
+  std::vector<LogWriter*> logs;
   for (uint32_t i = 0; i < m.shards; i++) {
     shards_.push_back(std::make_unique<Shard>(dir_, i, m));
     valid.push_back(shards_.back()->LoadIndex(m));
+    for (uint32_t g = 0; g < kWalGenerations; g++) logs.push_back(&shards_.back()->log(g));
   }
+  syncer_.Configure(std::move(logs), o.sync_every, o.sync_interval_ms);
   lsn_ = published_lsn_ = staged_lsn_ = m.checkpoint_lsn;
-  durable_lsn_.store(lsn_);
-  appended_lsn_.store(lsn_);
+  applied_lsn_.store(lsn_);
+  syncer_.Reset(lsn_, 0);
   return valid;
 }
 
 bool Core::LogsHeaderOnly() {
   bool all = true;
-  for (auto& s : shards_) all = s->WalHeaderOnly(manifest_.epoch) && all;
+  for (auto& s : shards_) {
+    all = s->log(manifest_.epoch).HeaderOnly(manifest_.epoch) && all;
+    all = !s->log(manifest_.epoch + 1).HoldsRecordsOf(manifest_.epoch + 1) && all;
+  }
   return all;
 }
 
 ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
   ReplayResult out;
-  uint64_t total = 0;
-  std::vector<WalScan> scans;
+  const uint64_t epoch = manifest_.epoch, checkpoint = manifest_.checkpoint_lsn;
+  struct File {
+    Shard* shard;
+    LogWriter* log;
+    std::unique_ptr<LogReader> reader;
+    LogScan scan;
+  };
+  // Shard by shard, the generation of the manifest's epoch, then the next.
+  std::vector<File> files;
+  uint64_t total = 0, durable = 0;
+  const File* proof = nullptr;
   for (auto& s : shards_) {
-    scans.push_back(s->ScanWal(manifest_.epoch, manifest_.checkpoint_lsn, Window(), repair));
-    total += scans.back().records;
-    out.dropped_bytes += scans.back().dropped_bytes;
+    for (uint64_t e = epoch; e <= epoch + 1; e++) {
+      LogWriter& log = s->log(e);
+      File f{s.get(), &log, std::make_unique<LogReader>(log.fd(), log.name()), {}};
+      f.scan = f.reader->Scan(e, s->number(), checkpoint, s->capacity());
+      total += f.scan.records;
+      out.dropped_bytes += f.scan.dropped_bytes;
+      files.push_back(std::move(f));
+    }
   }
+  for (const File& f : files)
+    if (f.scan.durable_lsn > durable) durable = f.scan.durable_lsn, proof = &f;
   // Transactions must follow the checkpoint without a gap, each with all of
   // its legs; the first one that does not is where every shard is cut. A
   // wal:false journal is one transaction at the LSN the checkpoint reached.
-  uint64_t base = manifest_.checkpoint_lsn + 1;
+  uint64_t base = checkpoint + 1;
   uint64_t first = UINT64_MAX;
   uint32_t first_type = 0;
-  for (auto& s : shards_) {
-    uint32_t type = 0;
-    uint64_t l = s->FirstLsn(&type);
-    if (l && l < first) first = l, first_type = type;
-  }
+  for (const File& f : files)
+    if (const WalRecord* r = f.reader->first(); r && r->lsn < first) first = r->lsn, first_type = r->type;
   if (first != UINT64_MAX && first_type == kWalImage) base = first;
   std::vector<uint32_t> counts(total + 1, 0), legs(total + 1, 0);
-  for (auto& s : shards_) s->CountWal(base, counts, legs);
+  for (const File& f : files)
+    f.reader->ForEach([&](const WalRecord* r, uint64_t) {
+      if (r->lsn < base || r->lsn - base >= counts.size()) return;
+      size_t i = static_cast<size_t>(r->lsn - base);
+      counts[i]++;
+      if (legs[i] == 0) legs[i] = r->legs;
+      else if (legs[i] != r->legs) legs[i] = UINT32_MAX;  // disagreeing legs: never complete
+    });
   uint64_t cut = base;
   while (cut - base < counts.size() && legs[cut - base] != 0 && counts[cut - base] == legs[cut - base]) cut++;
-  for (size_t i = 0; i < shards_.size(); i++) {
-    uint64_t applied = shards_[i]->ApplyWal(cut, index_valid[i], &out.dropped_bytes);
+  // Every LSN up to `durable` was on stable storage before some record that
+  // survived was written: if the cut falls there, synced records are damaged
+  // or missing. That is never a torn tail.
+  if (cut <= durable && !repair) {
+    std::string where;
+    for (const File& f : files)
+      if (f.scan.damaged) {
+        where = f.reader->name() + ": damaged record at offset " + std::to_string(f.scan.prefix_end);
+        break;
+      }
+    if (where.empty()) where = "log records of LSN " + std::to_string(cut) + " are missing";
+    Fail(kCorruption, where + ", but " + proof->reader->name() + " at offset " + std::to_string(proof->scan.durable_at) +
+                          " proves every operation up to LSN " + std::to_string(durable) +
+                          " durable: synced operations are damaged (open with repair: true to keep the valid prefix)");
+  }
+  for (const File& f : files) {
+    uint64_t applied = 0;
+    bool stopped = false;
+    f.reader->ForEach([&](const WalRecord* r, uint64_t off) {
+      if (stopped) return;
+      if (r->lsn >= cut) {
+        out.dropped_bytes += f.scan.prefix_end - off;
+        stopped = true;
+        return;
+      }
+      f.shard->Apply(*r, off, f.reader->name(), index_valid[f.shard->number()]);
+      applied++;
+    });
     // What we replayed may still be only in the page cache (the crash was a
     // kill, not a power cut). It must be durable before the checkpoint that
     // follows writes shard pages derived from it.
-    if (applied > 0) DataSyncOrThrow(shards_[i]->wal_fd(), FileName("shard", shards_[i]->index(), "wal"));
+    if (applied > 0) DataSyncOrThrow(f.log->fd(), f.log->name());
     out.records += applied;
   }
   // Nothing applied (the cut is at the first transaction, which may be an
   // unfinished image journal at a later LSN): the state is the checkpoint's.
-  out.last_lsn = cut > base ? cut - 1 : manifest_.checkpoint_lsn;
+  out.last_lsn = cut > base ? cut - 1 : checkpoint;
   lsn_ = out.last_lsn;
   published_lsn_ = staged_lsn_ = lsn_;
-  durable_lsn_.store(lsn_);
-  appended_lsn_.store(lsn_);
+  applied_lsn_.store(lsn_);
+  syncer_.Reset(lsn_, 0);
   return out;
 }
 
 void Core::Start() {
   started_ = true;
   if (!opts_.wal) return;
-  syncer_ = std::thread([this] { SyncerLoop(); });
-}
-
-// ------------------------------------------------------------------ syncing
-
-void Core::Kick() {
-  {
-    std::lock_guard<std::mutex> g(kick_mu_);
-    kicked_ = true;
-  }
-  kick_cv_.notify_one();
-}
-
-bool Core::RoundLocked() {
-  if (failed_.load()) return false;
-  uint64_t records = appended_records_.load(std::memory_order_acquire);
-  uint64_t lsn = appended_lsn_.load(std::memory_order_acquire);
-  uint64_t durable = durable_lsn_.load(std::memory_order_acquire);
-  if (lsn > durable) {
-    std::vector<Shard*> dirty;
+  // The next generation's file must hold a fresh header before a background
+  // checkpoint can hand over to it; after a clean open it usually does.
+  if (!next_prepared_) {
+    uint64_t next = active_epoch_ + 1, now = WallMs();
     for (auto& s : shards_)
-      if (s->wal_last_lsn.load(std::memory_order_acquire) > durable) dirty.push_back(s.get());
-    // Start write-back of every log first, then wait on them from a few
-    // threads: the disk works on all logs at once (half the time of one
-    // fdatasync after another over 16 logs, measured).
-    for (Shard* s : dirty) ::sync_file_range(s->wal_fd(), 0, 0, SYNC_FILE_RANGE_WRITE);
-    std::vector<int> errs(dirty.size(), 0);
-    auto work = [&](size_t first, size_t step) {
-      for (size_t i = first; i < dirty.size(); i += step) errs[i] = DataSync(dirty[i]->wal_fd());
-    };
-    size_t threads = std::min<size_t>(kSyncThreads, dirty.size());
-    std::vector<std::thread> helpers;
-    for (size_t t = 1; t < threads; t++) {
-      try {
-        helpers.emplace_back(work, t, threads);
-      } catch (const std::system_error&) {
-        work(t, threads);  // no thread to be had: do its share here
-      }
-    }
-    work(0, std::max<size_t>(threads, 1));
-    for (auto& h : helpers) h.join();
-    for (size_t i = 0; i < dirty.size(); i++) {
-      if (errs[i] == 0) continue;
-      // Never retried: after a failed fsync the kernel may have dropped the
-      // dirty pages, so a later success would prove nothing.
-      failure_ = "fsync " + FileName("shard", dirty[i]->index(), "wal") + ": " + std::strerror(errs[i]);
-      failed_.store(true);
-      break;
-    }
-    if (!failed_.load()) {
-      durable_records_.store(records, std::memory_order_release);
-      durable_lsn_.store(lsn, std::memory_order_release);
-      fsyncs_.fetch_add(1);
-    }
-  } else {
-    durable_records_.store(std::max(durable_records_.load(), records), std::memory_order_release);
+      if (!s->log(next).HeaderOnly(next)) s->log(next).ResetTo(next, now);
+    next_prepared_ = true;
   }
-  { std::lock_guard<std::mutex> g(kick_mu_); }
-  durable_cv_.notify_all();
-  return !failed_.load();
-}
-
-void Core::SyncerLoop() {
-  const auto tick = std::chrono::milliseconds(std::max<uint32_t>(1, std::min<uint32_t>(100, opts_.sync_interval_ms / 10)));
-  for (;;) {
-    bool due;
-    {
-      std::unique_lock<std::mutex> lk(kick_mu_);
-      kick_cv_.wait_for(lk, tick, [&] { return stop_ || kicked_; });
-      if (stop_) return;
-      due = kicked_;
-      kicked_ = false;
-    }
-    if (!due && appended_lsn_.load() > durable_lsn_.load() &&
-        MonoMs() - first_unsynced_ms_.load() >= opts_.sync_interval_ms)
-      due = true;
-    if (!due) continue;
-    std::lock_guard<std::mutex> g(sync_mu_);
-    if (closed_) return;
-    RoundLocked();
-  }
-}
-
-void Core::StopSyncer() {
-  {
-    std::lock_guard<std::mutex> g(kick_mu_);
-    stop_ = true;
-  }
-  kick_cv_.notify_all();
-  durable_cv_.notify_all();
-  if (syncer_.joinable()) syncer_.join();
+  syncer_.Start();
 }
 
 void Core::SyncTo(uint64_t target) {
-  std::lock_guard<std::mutex> g(sync_mu_);
-  if (failed_.load()) Fail(kIoError, "ledger is read-only after a failed fsync: " + failure_);
+  std::lock_guard<std::mutex> g(close_mu_);
+  if (syncer_.failed()) Fail(kIoError, "ledger is read-only after a failure: " + syncer_.failure());
   if (closed_) return;  // close checkpointed everything it had
-  if (durable_lsn_.load() >= target) return;
-  if (!RoundLocked()) Fail(kIoError, "ledger is read-only after a failed fsync: " + failure_);
+  syncer_.SyncTo(target);
 }
+
+void Core::Failed(const std::string& why) { syncer_.Fail(why); }
 
 // ------------------------------------------------------------------ operations
 
@@ -293,32 +204,27 @@ Status Core::Corrupt(uint32_t shard, uint32_t slot) {
 
 Status Core::Admit(Shard& a, Shard* b) {
   if (closed_) return kClosed;
-  if (failed_.load()) return kIoError;
+  if (syncer_.failed()) return kIoError;
   if (!opts_.wal) return kOk;
   now_ms_ = WallMs();
   try {
-    if (wal_total_ > kAutoCheckpointBytes) Checkpoint(false);
+    CheckpointPolicy();
+    if (syncer_.failed()) return kIoError;
     uint32_t n = 2;
     if (b && b != &a) {
-      a.WalReserve(1);
-      b->WalReserve(1);
+      a.log(active_epoch_).Reserve(1);
+      b->log(active_epoch_).Reserve(1);
     } else {
-      a.WalReserve(b ? 2 : 1);
+      a.log(active_epoch_).Reserve(b ? 2 : 1);
       n = b ? 2 : 1;
     }
-    uint64_t durable = durable_records_.load(std::memory_order_acquire);
-    if (records_ == durable) first_unsynced_ms_.store(MonoMs(), std::memory_order_relaxed);
-    if (records_ != durable && records_ + n - durable > Window()) {
-      // The disk is a whole window behind: hand the syncer what is staged and
-      // wait for it.
+    uint64_t durable = syncer_.durable_records();
+    if (records_ == durable) syncer_.NoteFirstUnsynced();
+    if (records_ + n - durable > opts_.max_unsynced_records) {
+      // At the bound of unsynced records: hand the syncer what is staged and
+      // wait for it, so that a power cut never loses more.
       if (!FlushLogs()) return kIoError;
-      Kick();
-      std::unique_lock<std::mutex> lk(kick_mu_);
-      durable_cv_.wait(lk, [&] {
-        uint64_t d = durable_records_.load(std::memory_order_acquire);
-        return failed_.load() || stop_ || records_ == d || records_ + n - d <= Window();
-      });
-      if (failed_.load()) return kIoError;
+      if (!syncer_.WaitUnsyncedAtMost(records_ + n, opts_.max_unsynced_records)) return kIoError;
     }
   } catch (const Failure& f) {
     detail_ = f.message;
@@ -327,56 +233,67 @@ Status Core::Admit(Shard& a, Shard* b) {
   return kOk;
 }
 
+// Starts a background checkpoint once checkpointEveryBytes of log have been
+// written since the last hand-over; slows a writer that outruns one.
+void Core::CheckpointPolicy() {
+  if (!checkpointer_.running()) {
+    FinishCheckpoint();
+    if (handover_bytes_ >= opts_.checkpoint_every_bytes) BeginCheckpoint(false);
+    return;
+  }
+  if (!throttled_ && wal_bytes() > 2 * opts_.checkpoint_every_bytes) {
+    throttled_ = true;
+    if (!FlushLogs()) return;
+    checkpointer_.WaitFor(kThrottleMs);
+  }
+}
+
 void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg,
                      uint64_t amount) {
-  if (s.wal_staged() == 0) staged_shards_.push_back(&s);
-  WalRecord* r = s.WalNext();
+  LogWriter& log = s.log(active_epoch_);
+  if (log.staged() == 0) staged_logs_.push_back(&log);
+  WalRecord* r = log.Next();
   r->magic = kWalMagic;
   r->timestamp = now_ms_;
   r->type = type;
   std::memcpy(&r->account, s.Rec(slot), kAccountSize);
   r->lsn = lsn;
-  r->epoch = manifest_.epoch;
-  r->shard = s.index();
+  r->epoch = active_epoch_;
+  r->shard = s.number();
   r->slot = slot;
   r->legs = legs;
   r->leg = leg;
   r->amount = amount;
-  r->window = 0;
+  r->durable_lsn = syncer_.durable_lsn();
+  std::memset(r->reserved, 0, sizeof r->reserved);
   SealWal(r);
-  s.staged_lsn = lsn;
-  wal_total_ += kWalRecordSize;
+  log.staged_lsn = lsn;
+  handover_bytes_ += kWalRecordSize;
   staged_bytes_ += kWalRecordSize;
   records_++;
 }
 
 bool Core::FlushLogs() {
-  for (Shard* s : staged_shards_) {
-    if (int err = s->WalFlush(); err != 0) {
+  for (LogWriter* l : staged_logs_) {
+    if (int err = l->Flush(); err != 0) {
       // The records are not in the kernel. The operations they log were
       // applied in memory already: the ledger cannot take them back, so it
       // stops (read-only) and their callers are told IO_ERROR.
-      failure_ = "write " + FileName("shard", s->index(), "wal") + ": " + std::strerror(err);
-      detail_ = failure_;
-      failed_.store(true);
+      detail_ = "write " + l->name() + ": " + std::strerror(err);
+      Failed(detail_);
       write_failures_++;
-      staged_shards_.clear();
+      staged_logs_.clear();
       staged_bytes_ = 0;
       return false;
     }
-    s->wal_last_lsn.store(s->staged_lsn, std::memory_order_relaxed);
+    l->last_lsn.store(l->staged_lsn, std::memory_order_relaxed);
   }
-  staged_shards_.clear();
+  staged_logs_.clear();
   staged_bytes_ = 0;
   flushes_++;
   if (staged_lsn_ > published_lsn_) {
     published_lsn_ = staged_lsn_;
-    appended_records_.store(records_, std::memory_order_relaxed);
-    appended_lsn_.store(published_lsn_, std::memory_order_release);
-    if (records_ - kicked_at_ >= opts_.sync_every) {
-      kicked_at_ = records_;
-      Kick();
-    }
+    syncer_.Published(published_lsn_, records_);
   }
   return true;
 }
@@ -393,7 +310,7 @@ Status Core::CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t a
   *found = s.Find(key, hash, pos);
   if (*found >= 0) {
     uint32_t slot = static_cast<uint32_t>(*found);
-    if (!s.Valid(slot)) return Corrupt(s.index(), slot);
+    if (!s.Valid(slot)) return Corrupt(s.number(), slot);
     if (s.Rec(slot)->lamports > UINT64_MAX - amount) return kOverflow;
   } else if (s.count() >= s.capacity()) {
     return kCapacityExceeded;
@@ -402,13 +319,14 @@ Status Core::CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t a
 }
 
 Status Core::Mint(const uint8_t* key, uint64_t amount) {
+  if (!batching_) throttled_ = false;
   if (amount == 0) return kInvalidAmount;
   uint32_t h, pos;
   Shard& s = ShardFor(key, &h);
   int64_t found;
   if (Status st = CheckCredit(s, key, h, amount, &found, &pos); st != kOk) return st;
   if (Status st = Admit(s, nullptr); st != kOk) return st;
-  uint64_t lsn = ++lsn_;
+  uint64_t lsn = NextLsn();
   uint32_t slot = found >= 0 ? static_cast<uint32_t>(found) : s.Create(key, h, pos, lsn);
   AccountRecord* r = s.Rec(slot);
   r->lamports += amount;
@@ -420,19 +338,20 @@ Status Core::Mint(const uint8_t* key, uint64_t amount) {
 }
 
 Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
+  if (!batching_) throttled_ = false;
   if (amount == 0) return kInvalidAmount;
   if (std::memcmp(from, to, 32) == 0) return kSameAccount;
   uint32_t hf, ht, pos;
   Shard& sf = ShardFor(from, &hf);
   int64_t f = sf.Find(from, hf, &pos);
   if (f < 0) return kAccountNotFound;
-  if (!sf.Valid(static_cast<uint32_t>(f))) return Corrupt(sf.index(), static_cast<uint32_t>(f));
+  if (!sf.Valid(static_cast<uint32_t>(f))) return Corrupt(sf.number(), static_cast<uint32_t>(f));
   if (sf.Rec(static_cast<uint32_t>(f))->lamports < amount) return kInsufficientFunds;
   Shard& st = ShardFor(to, &ht);
   int64_t t;
   if (Status s = CheckCredit(st, to, ht, amount, &t, &pos); s != kOk) return s;
   if (Status s = Admit(sf, &st); s != kOk) return s;
-  uint64_t lsn = ++lsn_;
+  uint64_t lsn = NextLsn();
   uint32_t from_slot = static_cast<uint32_t>(f);
   uint32_t to_slot = t >= 0 ? static_cast<uint32_t>(t) : st.Create(to, ht, pos, lsn);
   AccountRecord* a = sf.Rec(from_slot);
@@ -454,7 +373,7 @@ Status Core::Get(const uint8_t* key, uint8_t* out) {
   Shard& s = ShardFor(key, &h);
   int64_t found = s.Find(key, h, &pos);
   if (found < 0) return kAccountNotFound;
-  if (!s.Valid(static_cast<uint32_t>(found))) return Corrupt(s.index(), static_cast<uint32_t>(found));
+  if (!s.Valid(static_cast<uint32_t>(found))) return Corrupt(s.number(), static_cast<uint32_t>(found));
   std::memcpy(out, s.Rec(static_cast<uint32_t>(found)), kAccountSize);
   return kOk;
 }
@@ -483,6 +402,7 @@ template <typename Op>
 void Core::RunBatch(size_t n, uint8_t* statuses, Op op) {
   now_ms_ = WallMs();
   batching_ = true;
+  throttled_ = false;
   size_t flushed = 0;  // operations [0, flushed) have their records in the kernel
   auto lost = [&](size_t to) {
     for (size_t j = flushed; j < to; j++)
@@ -551,6 +471,12 @@ void Core::GetBatch(const uint8_t* keys, size_t n, uint8_t* out) {
 
 // ------------------------------------------------------------------ checkpoint
 
+bool Core::AnyDirty() const {
+  for (auto& s : shards_)
+    if (s->has_dirty()) return true;
+  return false;
+}
+
 void Core::WriteImageJournal() {
   // wal:false has no log to repair a torn write-back with, so the checkpoint
   // logs the images it is about to write, as one transaction, first.
@@ -562,87 +488,171 @@ void Core::WriteImageJournal() {
   for (auto& s : shards_) {
     uint32_t n = s->ImageSlots();
     if (n == 0) continue;
-    s->WalReserve(n);
-    s->ForEachDirtySlot([&](uint32_t slot) { AppendWal(*s, kWalImage, slot, lsn_, total, leg++, 0); });
+    s->log(active_epoch_).Reserve(n);
+    s->ForEachCapturedSlot([&](uint32_t slot) { AppendWal(*s, kWalImage, slot, lsn_, total, leg++, 0); });
   }
-  if (!FlushLogs()) Fail(kIoError, failure_);
+  if (!FlushLogs()) Fail(kIoError, detail_);
   for (auto& s : shards_)
-    if (s->wal_last_lsn.load() != 0) DataSyncOrThrow(s->wal_fd(), FileName("shard", s->index(), "wal"));
+    if (s->log(active_epoch_).last_lsn.load() != 0) DataSyncOrThrow(s->log(active_epoch_).fd(), s->log(active_epoch_).name());
 }
 
-void Core::Checkpoint(bool force) {
-  std::lock_guard<std::mutex> g(sync_mu_);
+// The commit point of both checkpoints: the manifest names the new epoch, and
+// records of the old one are never replayed again.
+void Core::Commit(const Manifest& next) {
+  Manifest sealed = next;
+  sealed.crc = Crc32c(&sealed, offsetof(Manifest, crc));
+  ReplaceFile(dir_, "MANIFEST", &sealed, sizeof sealed);
+  manifest_ = sealed;
+  committed_lsn_.store(sealed.checkpoint_lsn);
+}
+
+void Core::CheckpointSync(bool force) {
   if (closed_) Fail(kClosed, "ledger is closed");
-  if (failed_.load()) Fail(kIoError, "ledger is read-only after a failure: " + failure_);
-  bool dirty = false;
-  for (auto& s : shards_) dirty = dirty || s->has_dirty();
-  if (!force && !dirty && lsn_ == manifest_.checkpoint_lsn) return;
+  if (checkpointer_.running()) {
+    if (!FlushLogs()) Fail(kIoError, detail_);
+    checkpointer_.Wait(checkpointer_.started());
+  }
+  FinishCheckpoint();
+  if (syncer_.failed()) Fail(kIoError, "ledger is read-only after a failure: " + syncer_.failure());
+  if (!force && !AnyDirty() && lsn_ == manifest_.checkpoint_lsn) return;
+  uint64_t t0 = Syncer::MonoMs();
   try {
+    // Epoch E+2: records of E+1 that a crashed background checkpoint may have
+    // left in the other file become stale with the commit.
     Manifest next = manifest_;
-    next.epoch++;
+    next.epoch = manifest_.epoch + 2;
     next.checkpoint_lsn = lsn_;
     next.crc = 0;
+    if (!FlushLogs()) Fail(kIoError, detail_);  // a checkpoint may come mid-batch
+    for (auto& s : shards_) s->Capture();
     // 1. The log first: every change about to reach the shard files must be
     //    durable in the log, so a torn write-back is repaired by replay.
-    if (!FlushLogs()) Fail(kIoError, failure_);  // an auto-checkpoint may come mid-batch
-    if (opts_.wal) {
-      if (!RoundLocked()) Fail(kIoError, failure_);
-    } else if (started_) {
-      WriteImageJournal();
-    }
-    // Before start() the only changes are those replay copied from the log,
-    // which Replay made durable: the log covers them already, in either mode.
+    //    Before start() the only changes are those replay copied from the
+    //    log, which Replay made durable: the log covers them already.
+    if (opts_.wal) syncer_.SyncTo(lsn_);
+    else if (started_) WriteImageJournal();
     CrashPoint("checkpoint:after-wal-sync");
-    for (auto& s : shards_) s->WriteBackData();
+    for (auto& s : shards_) s->WriteBackData(nullptr);
     CrashPoint("checkpoint:after-data-sync");
-    for (auto& s : shards_) s->WriteIndex(next);
+    for (auto& s : shards_) s->WriteIndex(next, nullptr);
     CrashPoint("checkpoint:after-index");
-    // 2. The commit point: the manifest names the new epoch, and records of
-    //    the old one are never replayed again.
-    next.crc = Crc32c(&next, 60);
-    ReplaceFile(dir_, "MANIFEST", &next, sizeof next);
-    manifest_ = next;
+    Commit(next);
     CrashPoint("checkpoint:after-manifest");
-    // 3. Empty the logs for the new epoch.
+    // 3. Fresh logs: the active generation and the next one, prepared.
     uint64_t now = WallMs();
     for (auto& s : shards_) {
-      s->WalResetTo(next.epoch, Window(), now);
-      s->ClearDirty();
+      s->log(next.epoch).ResetTo(next.epoch, now);
+      s->log(next.epoch + 1).ResetTo(next.epoch + 1, now);
+      s->CheckpointDone();
     }
     CrashPoint("checkpoint:after-wal-reset");
-    wal_total_ = 0;
+    active_epoch_ = next.epoch;
+    next_prepared_ = true;
+    handover_bytes_ = 0;
     published_lsn_ = lsn_;
-    appended_records_.store(records_);
-    durable_records_.store(records_);
-    durable_lsn_.store(lsn_);
-    appended_lsn_.store(lsn_);
+    syncer_.Reset(lsn_, records_);
+    checkpointer_.Committed(Syncer::MonoMs() - t0, WallMs());
   } catch (const Failure& f) {
-    failure_ = f.message;
-    failed_.store(true);
+    Failed(f.message);
     throw;
   }
 }
 
-void Core::Close() {
-  StopSyncer();
-  std::lock_guard<std::mutex> g(sync_mu_);
-  closed_ = true;
-  shards_.clear();
-  ReleaseLock();
+uint64_t Core::BeginCheckpoint(bool force) {
+  if (closed_) Fail(kClosed, "ledger is closed");
+  if (!opts_.wal || !started_) {
+    CheckpointSync(force);
+    return 0;
+  }
+  if (checkpointer_.running()) return checkpointer_.started();
+  FinishCheckpoint();
+  if (syncer_.failed()) Fail(kIoError, "ledger is read-only after a failure: " + syncer_.failure());
+  if (!force && !AnyDirty() && lsn_ == manifest_.checkpoint_lsn) return 0;
+  if (!next_prepared_) Fail(kIoError, "checkpoint: the next log generation is not prepared");
+  // The hand-over: what is staged goes to the old generation, the dirty
+  // pages become the checkpoint's, and appends move to the next generation.
+  if (!FlushLogs()) Fail(kIoError, detail_);
+  for (auto& s : shards_) s->Capture();
+  Manifest next = manifest_;
+  next.epoch = active_epoch_ + 1;
+  next.checkpoint_lsn = lsn_;
+  next.crc = 0;
+  active_epoch_ = next.epoch;
+  next_prepared_ = false;
+  handover_bytes_ = 0;
+  CrashPoint("checkpoint:after-handover");
+  uint64_t t0 = Syncer::MonoMs();
+  return checkpointer_.Start([this, next, t0] { WriteCheckpoint(next, t0); });
 }
 
-void Core::ReleaseLock() {
-  if (lock_fd_ < 0) return;
-  if (::ftruncate(lock_fd_, 0) != 0) {
-    // Only a hint for the TypeScript engine; the flock goes with the descriptor.
+// The checkpoint thread. Touches the syncer, the shards' captured pages (and,
+// read-only, the pages the JS thread goes on changing), the files, and the
+// old generation's log, which the JS thread no longer writes.
+void Core::WriteCheckpoint(const Manifest& next, uint64_t started_ms) {
+  try {
+    syncer_.SyncTo(next.checkpoint_lsn);
+    CrashPoint("checkpoint:after-wal-sync");
+    const DurableWait wait = [this] {
+      uint64_t applied = applied_lsn_.load(std::memory_order_relaxed);
+      syncer_.SyncTo(applied);
+    };
+    for (auto& s : shards_) s->WriteBackData(wait);
+    CrashPoint("checkpoint:after-data-sync");
+    for (auto& s : shards_) s->WriteIndex(next, wait);
+    CrashPoint("checkpoint:after-index");
+    Commit(next);
+    CrashPoint("checkpoint:after-manifest");
+    // The old generation is obsolete now: prepare its file for the next one.
+    uint64_t now = WallMs();
+    for (auto& s : shards_) s->log(next.epoch + 1).ResetTo(next.epoch + 1, now);
+    CrashPoint("checkpoint:after-wal-reset");
+    checkpointer_.Committed(Syncer::MonoMs() - started_ms, WallMs());
+  } catch (const Failure& f) {
+    Failed(f.message);
+    throw;
   }
-  ::close(lock_fd_);
-  lock_fd_ = -1;
+}
+
+void Core::FinishCheckpoint() {
+  if (!checkpointer_.Reap() || syncer_.failed()) return;
+  for (auto& s : shards_) s->CheckpointDone();
+  next_prepared_ = true;
+}
+
+bool Core::Maintain() {
+  if (closed_) return false;
+  if (!checkpointer_.running()) FinishCheckpoint();
+  size_t budget = kReleasePages;
+  for (auto& s : shards_) {
+    size_t looked = s->Release(budget);
+    budget -= std::min(budget, looked);
+    if (budget == 0) return true;
+  }
+  return false;
+}
+
+void Core::Close() {
+  if (closed_) return;
+  if (checkpointer_.running()) {
+    try {
+      FlushLogs();
+      checkpointer_.Wait(checkpointer_.started());
+    } catch (const Failure&) {
+      // the ledger is read-only already; the files are as the failure left them
+    }
+  }
+  checkpointer_.Join();
+  syncer_.Stop();
+  std::lock_guard<std::mutex> g(close_mu_);
+  closed_ = true;
+  shards_.clear();
+  if (lock_) lock_->Release();
 }
 
 uint64_t Core::wal_bytes() const {
   uint64_t n = 0;
-  for (auto& s : shards_) n += s->wal_bytes();
+  for (auto& s : shards_)
+    for (uint32_t g = 0; g < kWalGenerations; g++) n += s->log(g).record_bytes();
   return n;
 }
 

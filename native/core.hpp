@@ -1,37 +1,34 @@
-// The ledger core: a set of shards, the global LSN, the batched-fsync syncer,
-// recovery passes and the checkpoint protocol (docs/durability.md).
+// The ledger core: a set of shards, the global LSN, the operations, recovery
+// and the two checkpoints (docs/durability.md). The pieces it drives have
+// homes of their own: the lock (lock.hpp), the log files (log_writer.hpp,
+// log_reader.hpp), group commit (syncer.hpp) and the background checkpoint's
+// thread (checkpointer.hpp).
 //
-// Threads: every method but SyncTo runs on the JS thread. The syncer thread and
-// SyncTo (from an AsyncWorker) only call RoundLocked, under sync_mu_, which
-// reads atomics published by the JS thread and fdatasyncs log files; they never
-// touch mappings. Checkpoint and Close take sync_mu_ too, so no fsync is in
-// flight while logs are reset or unmapped.
+// Threads: every method runs on the JS thread except SyncTo and
+// WaitCheckpoint (AsyncWorkers) and WriteCheckpoint (the checkpoint thread),
+// which touch only the syncer, the shards' captured state and atomics.
 #pragma once
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "checkpointer.hpp"
 #include "format.h"
+#include "lock.hpp"
 #include "shard.hpp"
+#include "syncer.hpp"
 
 namespace gl {
-
-// How many syncEvery-sized groups a writer may run ahead of the disk before it
-// waits. One group fsync over 16 logs costs 1.5-3.5 ms here; with 16 groups of
-// room WAL-on mints ran at 0.64M/s, with 64 at 1.04M/s (close to the disk's
-// 350 MB/s), so 64 (docs/durability.md).
-constexpr uint32_t kWindowRounds = 64;
 
 struct CoreOptions {
   bool wal = true;
   uint32_t sync_every = 1000;
   uint32_t sync_interval_ms = 1000;
+  uint64_t max_unsynced_records = 8000;
+  uint64_t checkpoint_every_bytes = 64ull << 20;
 };
 
 struct ReplayResult {
@@ -55,7 +52,6 @@ class Core {
   ReplayResult Replay(const std::vector<bool>& index_valid, bool repair);
   void RebuildIndex(uint32_t shard) { shards_[shard]->RebuildIndex(); }
   void Start();
-  void Checkpoint(bool force);
   void Close();  // checkpoint-free: the caller checkpoints first when it wants to
 
   Status Mint(const uint8_t* key, uint64_t amount);
@@ -65,15 +61,29 @@ class Core {
   void TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses);
   void GetBatch(const uint8_t* keys, size_t n, uint8_t* out);  // throws CORRUPTION
 
+  // Foreground checkpoint (open, close, wal:false): on this thread, nothing
+  // else running; waits for a background one first.
+  void CheckpointSync(bool force);
+  // Background checkpoint: the hand-over here, the rest on the checkpoint
+  // thread. Returns the run to wait for (0: nothing to do, or done already).
+  uint64_t BeginCheckpoint(bool force);
+  void WaitCheckpoint(uint64_t seq) { checkpointer_.Wait(seq); }  // any thread
+  // JS thread: bookkeeping after a background checkpoint, then a slice of
+  // giving written-back pages back. True while pages remain.
+  bool Maintain();
+  void FinishCheckpoint();
+
   // Blocks until every operation with LSN <= target is durable. Any thread.
   void SyncTo(uint64_t target);
   uint64_t lsn() const { return lsn_; }
-  uint64_t durable_lsn() const { return durable_lsn_.load(std::memory_order_acquire); }
-  uint64_t checkpoint_lsn() const { return manifest_.checkpoint_lsn; }
-  uint64_t fsyncs() const { return fsyncs_.load(); }
+  uint64_t durable_lsn() const { return syncer_.durable_lsn(); }
+  uint64_t checkpoint_lsn() const { return committed_lsn_.load(); }
+  uint64_t fsyncs() const { return syncer_.fsyncs(); }
   uint64_t wal_bytes() const;
-  bool failed() const { return failed_.load(); }
+  bool failed() const { return syncer_.failed(); }
   bool wal() const { return opts_.wal; }
+  bool checkpoint_running() const { return checkpointer_.running(); }
+  const Checkpointer& checkpointer() const { return checkpointer_; }
   const std::string& detail() const { return detail_; }  // what the last CORRUPTION status was about
   std::vector<ShardStats> Stats() const;
   size_t shard_count() const { return shards_.size(); }
@@ -82,32 +92,33 @@ class Core {
   Shard& ShardFor(const uint8_t* key, uint32_t* hash) const;
   void Warm(const uint8_t* const* keys, size_t n);
   Status CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t amount, int64_t* found, uint32_t* pos);
-  Status Admit(Shard& a, Shard* b);  // room in the logs, backpressure, auto-checkpoint
+  Status Admit(Shard& a, Shard* b);  // room in the logs, the unsynced bound, checkpoint policy
+  void CheckpointPolicy();
   // Writes every staged log record to the kernel and publishes them to the
   // syncer; false (and the ledger read-only) when a write fails.
   bool FlushLogs();
   Status Logged(uint64_t lsn);  // an operation's records are staged
+  uint64_t NextLsn() {
+    // Published before the operation changes any page: a background
+    // checkpoint that copies a page reads it after the copy (Shard::WritePages).
+    applied_lsn_.store(++lsn_, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    return lsn_;
+  }
   template <typename Op>
   void RunBatch(size_t n, uint8_t* statuses, Op op);
   void AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg, uint64_t amount);
-  bool RoundLocked();  // one group fsync; false when the ledger has failed
-  void Kick();
-  void SyncerLoop();
-  void StopSyncer();
-  void ReleaseLock();
   void WriteImageJournal();
-  // The most log records that may be unsynced at once (docs/durability.md):
-  // syncEvery starts a group fsync; a writer a whole window ahead of the disk
-  // waits. Kept in each log header for the torn-tail rule.
-  uint32_t Window() const {
-    return opts_.wal ? static_cast<uint32_t>(std::min<uint64_t>(uint64_t(opts_.sync_every) * kWindowRounds, kUnboundedWindow - 1))
-                     : kUnboundedWindow;
-  }
+  void WriteCheckpoint(const Manifest& next, uint64_t started_ms);  // checkpoint thread
+  void Commit(const Manifest& next);
+  bool AnyDirty() const;
+  void Failed(const std::string& why);
   Status Corrupt(uint32_t shard, uint32_t slot);
 
   std::string dir_;
-  int lock_fd_ = -1;
-  Manifest manifest_{};
+  std::unique_ptr<DirLock> lock_;
+  Manifest manifest_{};  // the committed manifest (written by the checkpoint thread at its commit)
+  std::atomic<uint64_t> committed_lsn_{0};
   CoreOptions opts_;
   std::vector<std::unique_ptr<Shard>> shards_;
   bool started_ = false;
@@ -118,31 +129,23 @@ class Core {
 
   // JS thread only.
   uint64_t lsn_ = 0;
-  uint64_t records_ = 0;     // log records appended (staged or written) since open
-  uint64_t staged_lsn_ = 0;  // LSN of the last operation whose records are staged
-  uint64_t published_lsn_ = 0;  // ... whose records are in the kernel
-  std::vector<Shard*> staged_shards_;
+  uint64_t active_epoch_ = 0;  // epoch of the log generation appends go to
+  bool next_prepared_ = false; // the next generation's file holds a fresh header
+  uint64_t records_ = 0;       // log records appended (staged or written) since open
+  uint64_t staged_lsn_ = 0;    // LSN of the last operation whose records are staged
+  uint64_t published_lsn_ = 0; // ... whose records are in the kernel
+  std::vector<LogWriter*> staged_logs_;
   size_t staged_bytes_ = 0;
   bool batching_ = false;
+  bool throttled_ = false;     // this call already waited for the checkpoint
   uint64_t flushes_ = 0, write_failures_ = 0;
-  uint64_t kicked_at_ = 0;   // records_ at the last kick
-  uint64_t wal_total_ = 0;   // log bytes since the last checkpoint
+  uint64_t handover_bytes_ = 0;  // log bytes since the last hand-over
+  uint64_t handover_seq_ = 0;
 
-  // Shared with the syncer (see the header comment).
-  std::atomic<uint64_t> appended_lsn_{0};
-  std::atomic<uint64_t> appended_records_{0};
-  std::atomic<uint64_t> durable_lsn_{0};
-  std::atomic<uint64_t> durable_records_{0};
-  std::atomic<uint64_t> first_unsynced_ms_{0};
-  std::atomic<uint64_t> fsyncs_{0};
-  std::atomic<bool> failed_{false};
-  std::string failure_;
-  std::mutex sync_mu_;   // one fsync round, checkpoint or close at a time
-  std::mutex kick_mu_;   // guards kicked_/stop_ and the two condition variables
-  std::condition_variable kick_cv_, durable_cv_;
-  bool kicked_ = false;
-  bool stop_ = false;
-  std::thread syncer_;
+  std::atomic<uint64_t> applied_lsn_{0};
+  std::mutex close_mu_;  // SyncTo against Close
+  Syncer syncer_;
+  Checkpointer checkpointer_;
 };
 
 }  // namespace gl

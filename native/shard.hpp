@@ -1,21 +1,28 @@
 // One shard: its account file (private mapping), its index (private mapping,
-// pages verified on first touch) and its write-ahead log. Log records are
-// staged in memory during a call and written with one pwrite per shard before
-// the call returns: from then on they are in the kernel's page cache and
-// survive kill -9.
+// pages verified on first touch) and its two log files, one per generation.
 //
 // Why a private mapping for the account file: the kernel may write dirty
 // MAP_SHARED pages back whenever it likes, before the log records describing
 // them are durable. Private pages never reach the file by themselves; the
-// checkpoint writes them back after the log is synced.
+// checkpoint writes them back after the log that covers them is durable, and
+// then gives the private copies back (MADV_DONTNEED), so that a page no longer
+// changed is an ordinary, reclaimable file page again.
+//
+// Threads: the JS thread owns everything but the checkpoint's captured state
+// (ckpt_*), which the checkpoint thread reads between the hand-over (Capture)
+// and the end of the checkpoint. The checkpoint thread also reads the mapped
+// pages while the JS thread may be changing them: see WriteBackData.
 #pragma once
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "format.h"
 #include "hash.hpp"
+#include "log_writer.hpp"
 
 namespace gl {
 
@@ -26,6 +33,11 @@ class Bitmap {
   void Set(size_t i) { words_[i >> 6] |= uint64_t(1) << (i & 63); }
   void SetAll() { for (auto& w : words_) w = ~uint64_t(0); }
   void Clear() { for (auto& w : words_) w = 0; }
+  void Swap(Bitmap& o) { words_.swap(o.words_); }
+  void OrWith(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] |= o.words_[i]; }
+  size_t words() const { return words_.size(); }
+  uint64_t word(size_t i) const { return words_[i]; }
+  void clear_word(size_t i) { words_[i] = 0; }
   template <typename F> void ForEach(size_t bits, F f) const {
     for (size_t w = 0; w < words_.size(); w++) {
       uint64_t v = words_[w];
@@ -40,27 +52,24 @@ class Bitmap {
   std::vector<uint64_t> words_;
 };
 
-struct WalScan {
-  uint64_t valid_end = 0;       // byte offset after the last record kept
-  uint64_t dropped_bytes = 0;   // damaged/garbage bytes after valid_end
-  uint64_t records = 0;         // valid records after the header
-  uint64_t max_lsn = 0;
-};
+// Makes the log durable up to every operation applied so far (the
+// checkpoint's write-ahead rule for pages it has just copied).
+using DurableWait = std::function<void()>;
 
 class Shard {
  public:
-  Shard(const std::string& dir, uint32_t index, const Manifest& m);
+  Shard(const std::string& dir, uint32_t shard, const Manifest& m);
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
-  static void Create(const std::string& dir, uint32_t index, const Manifest& m);
+  static void Create(const std::string& dir, uint32_t shard, const Manifest& m);
 
   // ---- accounts
   AccountRecord* Rec(uint32_t slot) { return reinterpret_cast<AccountRecord*>(data_ + uint64_t(slot) * kAccountSize); }
   bool Valid(uint32_t slot);  // CRC, version and self-slot all check out
   void Seal(uint32_t slot);   // recompute CRC and mark the page for the next checkpoint
-  uint32_t index() const { return index_; }
+  uint32_t number() const { return number_; }
   uint32_t count() const { return count_; }
   uint32_t capacity() const { return capacity_; }
   // Allocates the next slot as a new account; the caller has checked capacity.
@@ -79,57 +88,50 @@ class Shard {
                : nullptr;
   }
   void RebuildIndex();                // from the account file
-  uint32_t index_rebuilds() const { return index_rebuilds_; }
+  uint32_t index_rebuilds() const { return index_rebuilds_.load(std::memory_order_relaxed); }
 
-  // ---- log
-  // Ensures file room for `n` more records (may grow the file with blocks
-  // allocated now); throws IO_ERROR, before anything has changed.
-  void WalReserve(uint32_t n);
-  WalRecord* WalNext();  // next staged record; the caller fills and seals it
-  int WalFlush();        // writes the staged records; returns errno (0: done)
-  size_t wal_staged() const { return staged_; }
-  void WalResetTo(uint64_t epoch, uint32_t window, uint64_t timestamp);
-  // True when the file is exactly a valid header of `epoch`; then appends may start after it.
-  bool WalHeaderOnly(uint64_t epoch);
-  uint64_t wal_bytes() const { return wal_pos_ + staged_; }
-  std::atomic<uint64_t> wal_last_lsn{0};  // highest LSN written to the kernel (read by the syncer)
-  uint64_t staged_lsn = 0;                // highest LSN staged (JS thread)
-  int wal_fd() const { return wal_fd_; }
-
-  // Recovery, in three passes over the mapped log: validate and find the cut
-  // of this file, count the legs of each transaction (all shards together
-  // decide the global cut), then apply every record below the global cut.
-  // `repair`: keep the valid prefix even when more than a window of valid
-  // records follows the damage (never the default: it drops synced records).
-  WalScan ScanWal(uint64_t epoch, uint64_t checkpoint_lsn, uint32_t fallback_window, bool repair);
-  uint64_t FirstLsn(uint32_t* type) const;  // 0 when the file holds no records
-  void CountWal(uint64_t base, std::vector<uint32_t>& counts, std::vector<uint32_t>& legs) const;
-  uint64_t ApplyWal(uint64_t cut_lsn, bool index_valid, uint64_t* dropped_bytes);
-  void CloseWalScan();
+  // ---- logs
+  LogWriter& log(uint64_t epoch) { return *logs_[epoch & 1]; }
+  const LogWriter& log(uint64_t epoch) const { return *logs_[epoch & 1]; }
+  // Recovery: copies one replayed record into its slot (and its key into the
+  // index when the index is valid); throws CORRUPTION when the index disagrees.
+  void Apply(const WalRecord& r, uint64_t offset, const std::string& file, bool index_valid);
 
   // ---- checkpoint
-  uint32_t ImageSlots();  // non-empty slots in dirty pages (wal:false journal size)
-  template <typename F> void ForEachDirtySlot(F f) {
-    dirty_data_.ForEach(data_pages_, [&](size_t page) {
+  bool has_dirty() const { return any_dirty_; }
+  // The hand-over: the dirty pages (and pages still waiting to be given back)
+  // become the checkpoint's; the live dirty sets start empty.
+  void Capture();
+  // Writes the captured account pages back and fdatasyncs the file. `wait`
+  // enforces the write-ahead rule for pages changed after the hand-over.
+  void WriteBackData(const DurableWait& wait);
+  // Captured index pages, the page-CRC table and a header naming `next`.
+  void WriteIndex(const Manifest& next, const DurableWait& wait);
+  uint32_t ImageSlots();  // non-empty slots in captured pages (wal:false journal size)
+  template <typename F> void ForEachCapturedSlot(F f) {
+    ckpt_data_.ForEach(data_pages_, [&](size_t page) {
       uint32_t first = static_cast<uint32_t>(page * (kPageSize / kAccountSize));
-      for (uint32_t s = first; s < first + kPageSize / kAccountSize && s < count_; s++) f(s);
+      for (uint32_t s = first; s < first + kPageSize / kAccountSize && s < ckpt_count_; s++) f(s);
     });
   }
-  void WriteBackData();     // pwrite dirty pages, fdatasync
-  void WriteIndex(const Manifest& next);  // dirty pages, CRC table, header, fdatasync
-  void ClearDirty();
-  bool has_dirty() const { return any_dirty_; }
+  // After the commit (JS thread): the captured pages are the ones to give back.
+  void CheckpointDone();
+  // Gives back up to `budget` written-back pages not changed since; returns
+  // the pages looked at (0: nothing left).
+  size_t Release(size_t budget);
 
  private:
   bool VerifyIndexPage(uint32_t page);
-  void ResetIndexVerification(bool verified);
+  void WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t page_count, uint64_t file_offset,
+                  uint64_t file_bytes, const std::string& name, const DurableWait& wait,
+                  uint32_t* page_crcs);
 
   std::string dir_;
-  uint32_t index_;
+  uint32_t number_;
   uint32_t capacity_;
   uint32_t seed_;
   uint32_t count_ = 0;
-  uint32_t index_rebuilds_ = 0;
+  std::atomic<uint32_t> index_rebuilds_{0};
 
   int data_fd_ = -1;
   uint8_t* data_ = nullptr;
@@ -141,24 +143,25 @@ class Shard {
   uint8_t* index_map_ = nullptr;
   uint64_t index_bytes_ = 0;
   IndexHeader* index_header_ = nullptr;
-  uint32_t* page_crcs_ = nullptr;
+  uint32_t* page_crcs_ = nullptr;  // the mapping's table: checks pages never touched since open
   IndexEntry* entries_ = nullptr;
   uint32_t index_mask_ = 0;
   uint32_t index_pages_ = 0;
   Bitmap index_verified_;  // pages whose CRC has been checked since open
   Bitmap index_dirty_;
 
-  int wal_fd_ = -1;
-  uint64_t wal_pos_ = 0;    // bytes of the file written (header included)
-  uint64_t wal_bound_ = 0;  // the file is allocated at least this far (chunk boundaries from 0)
-  std::vector<uint8_t> stage_;
-  size_t staged_ = 0;
-  const uint8_t* scan_map_ = nullptr;
-  uint64_t scan_len_ = 0;
-  uint64_t scan_end_ = 0;
-};
+  // The checkpoint's: pages captured at the hand-over, the account count then,
+  // the rebuild count then, and the page-CRC table as the file holds it.
+  Bitmap ckpt_data_, ckpt_index_;
+  uint32_t ckpt_count_ = 0;
+  uint32_t ckpt_rebuilds_ = 0;
+  std::vector<uint32_t> file_crcs_;
+  // Pages written back by the last committed checkpoint, to be given back.
+  Bitmap release_data_, release_index_;
+  size_t release_cursor_ = 0;
+  bool release_pending_ = false;
 
-uint32_t WalCrc(const WalRecord* r);
-void SealWal(WalRecord* r);
+  std::unique_ptr<LogWriter> logs_[kWalGenerations];
+};
 
 }  // namespace gl

@@ -11,5 +11,5 @@ g++ -std=c++17 -shared -fPIC -O1 -g -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=undefined \
   -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
   -I"$node_include" -I"$napi_include" \
-  native/addon.cpp native/core.cpp native/shard.cpp native/io.cpp native/crc32c.cpp \
+  native/*.cpp \
   -o build/asan/geometric_ledger.node

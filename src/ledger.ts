@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { decodeAccount, type Account } from './account';
 import { checkAmount } from './amount';
 import { BatchStatus, LedgerError, errorFor } from './errors';
-import type { Engine, EngineCore, EngineStats } from './engine';
+import type { Engine, EngineCore, EngineOptions, EngineStats } from './engine';
 import {
   ACCOUNT_SIZE, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, takeMarker, writeMarker,
 } from './format';
@@ -23,6 +23,15 @@ export interface LedgerOptions {
   wal?: boolean;
   syncEvery?: number;
   syncIntervalMs?: number;
+  /**
+   * Most log records that may be unsynced at once (default 8 x syncEvery): a write that would pass it waits for
+   * the group fsync. A power cut loses at most this many records of acknowledged operations.
+   */
+  maxUnsyncedRecords?: number;
+  /** Log bytes since the last checkpoint that start a background checkpoint (default 64 MiB). */
+  checkpointEveryBytes?: number;
+  /** A background checkpoint this long after the last one when the log holds anything (default 60,000; 0: off). */
+  checkpointIntervalMs?: number;
   onProgress?: (p: Progress) => void;
   engine?: 'native' | 'js';
   /**
@@ -57,15 +66,24 @@ export interface LedgerStats extends Omit<EngineStats, 'shards'> {
 }
 
 const MAX_SHARDS = 4096;
+/** Default unsynced bound, in groups of syncEvery records (measured: docs/durability.md). */
+const DEFAULT_UNSYNCED_GROUPS = 8;
+const DEFAULT_CHECKPOINT_EVERY_BYTES = 64 * 1024 * 1024;
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 60_000;
+/** How often the ledger looks after its checkpoint policy and gives written-back pages back. */
+const HOUSEKEEPING_MS = 100;
 // Slots are u32 and the index holds twice the capacity in a power of two.
 const MAX_ACCOUNTS_PER_SHARD = 2 ** 30;
 
-function positiveInt(name: string, v: unknown, max: number): number | undefined {
+function intOption(name: string, v: unknown, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max) {
-    throw new LedgerError('INVALID_OPTIONS', `${name} must be an integer in 1..${max}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new LedgerError('INVALID_OPTIONS', `${name} must be an integer in ${min}..${max}, got ${String(v)}`);
   }
   return v;
+}
+function positiveInt(name: string, v: unknown, max: number): number | undefined {
+  return intOption(name, v, 1, max);
 }
 
 function crashPoint(name: string): void {
@@ -84,15 +102,54 @@ export class Ledger {
   #core: EngineCore | undefined;
   #wal: boolean;
   #closing: Promise<void> | undefined;
+  #housekeeping: NodeJS.Timeout | undefined;
+  #releasing = false;
+  #checkpointIntervalMs: number;
+  #lastCheckpointAt = Date.now();
   // Reused for one-by-one reads: valid only until the next call into the core.
   readonly #scratch = new Uint8Array(ACCOUNT_SIZE);
   readonly #scratchView = new DataView(this.#scratch.buffer);
 
-  private constructor(dir: string, core: EngineCore, wal: boolean, recovery: Recovery) {
+  private constructor(dir: string, core: EngineCore, wal: boolean, recovery: Recovery, checkpointIntervalMs: number) {
     this.dir = dir;
     this.#core = core;
     this.#wal = wal;
     this.recovery = recovery;
+    this.#checkpointIntervalMs = checkpointIntervalMs;
+    this.#housekeeping = housekeeping(new WeakRef(this), (l) => l.#housekeep());
+  }
+
+  /**
+   * The timer's work: a background checkpoint once checkpointIntervalMs has passed since the last one and the
+   * log holds anything; then pages a committed checkpoint wrote back are given back to the kernel, a slice per
+   * event-loop turn so that no turn is held up.
+   */
+  #housekeep(): void {
+    const core = this.#core;
+    if (!core || this.#closing) return;
+    const s = core.stats();
+    if (s.lastCheckpointAt > this.#lastCheckpointAt) this.#lastCheckpointAt = s.lastCheckpointAt;
+    if (this.#checkpointIntervalMs > 0 && !s.checkpointInProgress && !s.readOnly && s.walBytes > 0 &&
+      Date.now() - this.#lastCheckpointAt >= this.#checkpointIntervalMs) {
+      this.#lastCheckpointAt = Date.now();
+      // A failure turns the ledger read-only; writes and sync() report it.
+      core.checkpoint().catch(() => {});
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    if (this.#releasing) return;
+    const step = (): void => {
+      const core = this.#core;
+      if (core && !this.#closing && core.maintain()) {
+        setImmediate(step);
+      } else {
+        this.#releasing = false;
+      }
+    };
+    this.#releasing = true;
+    step();
   }
 
   /**
@@ -107,6 +164,13 @@ export class Ledger {
     const accountsPerShard = positiveInt('accountsPerShard', options.accountsPerShard, MAX_ACCOUNTS_PER_SHARD);
     const syncEvery = positiveInt('syncEvery', options.syncEvery, 2 ** 31) ?? 1000;
     const syncIntervalMs = positiveInt('syncIntervalMs', options.syncIntervalMs, 2 ** 31) ?? 1000;
+    // A transfer logs two records: a smaller bound could never admit one.
+    const maxUnsyncedRecords = intOption('maxUnsyncedRecords', options.maxUnsyncedRecords, 2, 2 ** 40) ??
+      Math.max(2, syncEvery * DEFAULT_UNSYNCED_GROUPS);
+    const checkpointEveryBytes = intOption('checkpointEveryBytes', options.checkpointEveryBytes, 4096, 2 ** 48) ??
+      DEFAULT_CHECKPOINT_EVERY_BYTES;
+    const checkpointIntervalMs = intOption('checkpointIntervalMs', options.checkpointIntervalMs, 0, 2 ** 31) ??
+      DEFAULT_CHECKPOINT_INTERVAL_MS;
     const wal = options.wal ?? true;
     if (typeof wal !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'wal must be a boolean');
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
@@ -154,24 +218,25 @@ export class Ledger {
             `the ledger has ${manifest.accountsPerShard} accounts per shard, not ${accountsPerShard}`);
         }
       }
-      const recovery = Ledger.#recover(core, dir, manifest, { wal, syncEvery, syncIntervalMs }, fresh, repair, progress);
+      const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes };
+      const recovery = Ledger.#recover(core, dir, manifest, engineOptions, fresh, repair, progress);
       core.start();
       recovery.ms = performance.now() - started;
-      return new Ledger(dir, core, wal, recovery);
+      return new Ledger(dir, core, wal, recovery, checkpointIntervalMs);
     } catch (e) {
       core.close();
       throw e;
     }
   }
 
-  static #recover(core: EngineCore, dir: string, manifest: Manifest, o: { wal: boolean; syncEvery: number; syncIntervalMs: number },
+  static #recover(core: EngineCore, dir: string, manifest: Manifest, o: EngineOptions,
     fresh: boolean, repair: boolean, progress: (p: Progress) => void): Recovery {
     const indexValid = core.open(manifest, o);
     const marker = takeMarker(dir);
     const logsEmpty = core.logsHeaderOnly();
     const recovery: Recovery = { mode: 'new', ms: 0, walRecordsReplayed: 0, walBytesDropped: 0, shardsRebuilt: 0, reason: '' };
     if (fresh) {
-      core.checkpoint(true); // starts the first log epoch
+      core.checkpointSync(true); // starts the first log epoch
       recovery.reason = 'created';
       return recovery;
     }
@@ -205,7 +270,7 @@ export class Ledger {
     }
     // Fold what was recovered into the shard files and start a new log epoch,
     // so that a cut-off tail can never be confused with new records.
-    if (!logsEmpty || stale.length > 0) core.checkpoint(true);
+    if (!logsEmpty || stale.length > 0) core.checkpointSync(true);
     return recovery;
   }
 
@@ -299,18 +364,30 @@ export class Ledger {
     return core.sync();
   }
 
-  /** Writes data and indexes back to their files and starts a new, empty log epoch. */
-  async checkpoint(): Promise<void> {
-    this.#live().checkpoint(false);
+  /**
+   * Writes data and indexes back to their files in the background and starts a new log generation; resolves
+   * once the checkpoint is committed. Operations go on meanwhile. A call while one runs joins it.
+   */
+  checkpoint(): Promise<void> {
+    let core: EngineCore;
+    try {
+      core = this.#live();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return core.checkpoint();
   }
 
   /** Checkpoints, writes the clean-shutdown marker and releases the directory. Idempotent. */
   close(): Promise<void> {
     if (!this.#closing) {
       const core = this.#core!;
+      clearInterval(this.#housekeeping);
       this.#closing = (async () => {
         try {
-          core.checkpoint(false);
+          // Let a background checkpoint finish without holding up the event loop, then the final one.
+          if (core.stats().checkpointInProgress) await core.checkpoint().catch(() => {});
+          core.checkpointSync(false);
           crashPoint('close:after-checkpoint');
           const m = readManifest(this.dir)!;
           writeMarker(this.dir, { epoch: m.epoch, checkpointLsn: m.checkpointLsn });
@@ -329,6 +406,20 @@ export class Ledger {
     const shards = s.shards.map((x) => ({ ...x, loadFactor: x.accounts / x.capacity }));
     return { ...s, accounts: shards.reduce((n, x) => n + x.accounts, 0), shards };
   }
+}
+
+/**
+ * The housekeeping timer. It holds the ledger weakly (a ledger dropped without close is still collected, and its
+ * native core releases the directory) and is unref'd (an open ledger never keeps the process alive by itself).
+ */
+function housekeeping(ref: WeakRef<Ledger>, work: (l: Ledger) => void): NodeJS.Timeout {
+  const timer: NodeJS.Timeout = setInterval(() => {
+    const ledger = ref.deref();
+    if (ledger) work(ledger);
+    else clearInterval(timer);
+  }, HOUSEKEEPING_MS);
+  timer.unref();
+  return timer;
 }
 
 function batchCount(buf: Uint8Array, size: number, what: string): number {
