@@ -241,7 +241,7 @@ void Core::CheckpointPolicy() {
     if (handover_bytes_ >= opts_.checkpoint_every_bytes) BeginCheckpoint(false);
     return;
   }
-  if (!throttled_ && wal_bytes() > 2 * opts_.checkpoint_every_bytes) {
+  if (!throttled_ && handover_bytes_ + bytes_at_handover_ > 2 * opts_.checkpoint_every_bytes) {
     throttled_ = true;
     if (!FlushLogs()) return;
     checkpointer_.WaitFor(kThrottleMs);
@@ -577,6 +577,7 @@ uint64_t Core::BeginCheckpoint(bool force) {
   next.epoch = active_epoch_ + 1;
   next.checkpoint_lsn = lsn_;
   next.crc = 0;
+  bytes_at_handover_ = wal_bytes();
   active_epoch_ = next.epoch;
   next_prepared_ = false;
   handover_bytes_ = 0;

@@ -139,8 +139,8 @@ class Core {
   bool batching_ = false;
   bool throttled_ = false;     // this call already waited for the checkpoint
   uint64_t flushes_ = 0, write_failures_ = 0;
-  uint64_t handover_bytes_ = 0;  // log bytes since the last hand-over
-  uint64_t handover_seq_ = 0;
+  uint64_t handover_bytes_ = 0;     // log bytes since the last hand-over
+  uint64_t bytes_at_handover_ = 0;  // log bytes since the last commit, at the hand-over
 
   std::atomic<uint64_t> applied_lsn_{0};
   std::mutex close_mu_;  // SyncTo against Close

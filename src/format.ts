@@ -142,17 +142,19 @@ export function decodeMarker(b: Buffer): Marker | undefined {
   return { epoch: b.readBigUInt64LE(8), checkpointLsn: b.readBigUInt64LE(16) };
 }
 
-/** Reads and removes the marker: it describes the previous run only. */
-export function takeMarker(dir: string): Marker | undefined {
-  const file = path.join(dir, MARKER_FILE);
+/** Reads the marker. It describes the previous run only: open removes it (removeMarker) once it has succeeded. */
+export function readMarker(dir: string): Marker | undefined {
   let bytes: Buffer;
   try {
-    bytes = fs.readFileSync(file);
+    bytes = fs.readFileSync(path.join(dir, MARKER_FILE));
   } catch {
     return undefined;
   }
-  fs.rmSync(file, { force: true });
   return decodeMarker(bytes);
+}
+
+export function removeMarker(dir: string): void {
+  fs.rmSync(path.join(dir, MARKER_FILE), { force: true });
 }
 
 export function writeMarker(dir: string, m: Marker): void {

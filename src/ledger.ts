@@ -6,7 +6,7 @@ import { checkAmount } from './amount';
 import { BatchStatus, LedgerError, errorFor } from './errors';
 import type { Engine, EngineCore, EngineOptions, EngineStats } from './engine';
 import {
-  ACCOUNT_SIZE, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, takeMarker, writeMarker,
+  ACCOUNT_SIZE, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, readMarker, removeMarker, writeMarker,
 } from './format';
 import { keyBytes, type Pubkey } from './pubkey';
 import { nativeEngine } from './native-engine';
@@ -220,6 +220,7 @@ export class Ledger {
       }
       const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes };
       const recovery = Ledger.#recover(core, dir, manifest, engineOptions, fresh, repair, progress);
+      removeMarker(dir);
       core.start();
       recovery.ms = performance.now() - started;
       return new Ledger(dir, core, wal, recovery, checkpointIntervalMs);
@@ -232,7 +233,8 @@ export class Ledger {
   static #recover(core: EngineCore, dir: string, manifest: Manifest, o: EngineOptions,
     fresh: boolean, repair: boolean, progress: (p: Progress) => void): Recovery {
     const indexValid = core.open(manifest, o);
-    const marker = takeMarker(dir);
+    // Only read here: an open that fails leaves the directory as it was.
+    const marker = readMarker(dir);
     const logsEmpty = core.logsHeaderOnly();
     const recovery: Recovery = { mode: 'new', ms: 0, walRecordsReplayed: 0, walBytesDropped: 0, shardsRebuilt: 0, reason: '' };
     if (fresh) {
