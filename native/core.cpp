@@ -73,7 +73,7 @@ bool Core::LogsHeaderOnly() {
   bool all = true;
   for (auto& s : shards_) {
     all = s->log(manifest_.epoch).HeaderOnly(manifest_.epoch) && all;
-    all = !s->log(manifest_.epoch + 1).HoldsRecordsOf(manifest_.epoch + 1) && all;
+    all = !s->log(manifest_.epoch + 1).HoldsRecordsOf(manifest_.epoch + 1) && !s->index_ahead() && all;
   }
   return all;
 }

@@ -88,6 +88,9 @@ class Shard {
                : nullptr;
   }
   void RebuildIndex();                // from the account file
+  // The index is a crashed background checkpoint's (one epoch ahead): valid
+  // for replay, never for a clean open.
+  bool index_ahead() const { return index_ahead_; }
   uint32_t index_rebuilds() const { return index_rebuilds_.load(std::memory_order_relaxed); }
 
   // ---- logs
@@ -147,6 +150,7 @@ class Shard {
   IndexEntry* entries_ = nullptr;
   uint32_t index_mask_ = 0;
   uint32_t index_pages_ = 0;
+  bool index_ahead_ = false;
   Bitmap index_verified_;  // pages whose CRC has been checked since open
   Bitmap index_dirty_;
 
