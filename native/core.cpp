@@ -19,7 +19,7 @@ constexpr size_t kStageFlush = 1 << 20;
 // has outrun (more than twice checkpointEveryBytes since the last commit).
 constexpr uint32_t kThrottleMs = 1;
 // Written-back pages looked at per Maintain() call (well under a millisecond).
-constexpr size_t kReleasePages = 4096;
+constexpr size_t kReleasePages = 1024;
 
 uint64_t WallMs() {
   struct timespec ts;
