@@ -496,6 +496,16 @@ void Core::WriteImageJournal() {
     if (s->log(active_epoch_).last_lsn.load() != 0) DataSyncOrThrow(s->log(active_epoch_).fd(), s->log(active_epoch_).name());
 }
 
+// Steps 2-4 of both checkpoints: data pages, index pages, the commit.
+void Core::WriteBackAndCommit(const Manifest& next, const DurableWait& wait) {
+  for (auto& s : shards_) s->WriteBackData(wait);
+  CrashPoint("checkpoint:after-data-sync");
+  for (auto& s : shards_) s->WriteIndex(next, wait);
+  CrashPoint("checkpoint:after-index");
+  Commit(next);
+  CrashPoint("checkpoint:after-manifest");
+}
+
 // The commit point of both checkpoints: the manifest names the new epoch, and
 // records of the old one are never replayed again.
 void Core::Commit(const Manifest& next) {
@@ -532,12 +542,7 @@ void Core::CheckpointSync(bool force) {
     if (opts_.wal) syncer_.SyncTo(lsn_);
     else if (started_) WriteImageJournal();
     CrashPoint("checkpoint:after-wal-sync");
-    for (auto& s : shards_) s->WriteBackData(nullptr);
-    CrashPoint("checkpoint:after-data-sync");
-    for (auto& s : shards_) s->WriteIndex(next, nullptr);
-    CrashPoint("checkpoint:after-index");
-    Commit(next);
-    CrashPoint("checkpoint:after-manifest");
+    WriteBackAndCommit(next, nullptr);
     // 3. Fresh logs: the active generation and the next one, prepared.
     uint64_t now = WallMs();
     for (auto& s : shards_) {
@@ -597,12 +602,7 @@ void Core::WriteCheckpoint(const Manifest& next, uint64_t started_ms) {
       uint64_t applied = applied_lsn_.load(std::memory_order_relaxed);
       syncer_.SyncTo(applied);
     };
-    for (auto& s : shards_) s->WriteBackData(wait);
-    CrashPoint("checkpoint:after-data-sync");
-    for (auto& s : shards_) s->WriteIndex(next, wait);
-    CrashPoint("checkpoint:after-index");
-    Commit(next);
-    CrashPoint("checkpoint:after-manifest");
+    WriteBackAndCommit(next, wait);
     // The old generation is obsolete now: prepare its file for the next one.
     uint64_t now = WallMs();
     for (auto& s : shards_) s->log(next.epoch + 1).ResetTo(next.epoch + 1, now);

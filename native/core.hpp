@@ -110,6 +110,7 @@ class Core {
   void AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg, uint64_t amount);
   void WriteImageJournal();
   void WriteCheckpoint(const Manifest& next, uint64_t started_ms);  // checkpoint thread
+  void WriteBackAndCommit(const Manifest& next, const DurableWait& wait);
   void Commit(const Manifest& next);
   bool AnyDirty() const;
   void Failed(const std::string& why);
