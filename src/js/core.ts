@@ -1,42 +1,50 @@
 /**
  * The pure-TypeScript engine: native/core.cpp in TypeScript, on the same
  * files, with the same statuses, the same recovery passes and the same
- * checkpoint protocol and crash points.
+ * checkpoint protocol and crash points (docs/durability.md).
  *
  * Differences that come from having one thread:
  *   - Log records reach the kernel with one positioned write per operation
  *     (per shard touched) or, for batches, per batch: before the call returns,
- *     so an acknowledged operation survives kill -9 as with the native shared
- *     log mapping.
+ *     so an acknowledged operation survives kill -9 as with the native log.
  *   - Group commit runs on the libuv pool (fs.fdatasync); sync() waits for it.
- *     A writer that gets a whole window (syncEvery x WINDOW_ROUNDS records)
- *     ahead of the disk syncs inline (fdatasync on this thread) instead of
- *     waiting for the syncer thread. The syncIntervalMs rule is an unref'd
- *     timer.
+ *     A writer that would leave more than maxUnsyncedRecords records unsynced
+ *     syncs inline (fdatasync on this thread) instead of waiting for the
+ *     syncer thread. The syncIntervalMs rule is an unref'd timer.
+ *   - A background checkpoint hands over on the calling turn, as native, but
+ *     its write-back runs as slices on the event loop (setImmediate, about a
+ *     millisecond of work each) instead of on a thread, with its fsyncs on the
+ *     libuv pool: see "background checkpoint" below.
  */
 import { BatchStatus, LedgerError, errorFor } from '../errors';
 import type { EngineCore, EngineOptions, EngineStats, ReplayResult } from '../engine';
 import { MANIFEST_FILE, WalType, encodeManifest, type Manifest } from '../format';
 import { bucketOf, hashKeyBytes, hashKeyWords, loadKeyBytes, loadKeyWords, shardOf } from './hash';
-import { A_LAMPORTS, A_LSN, Shard, type ShardManifest } from './shard';
+import { A_LAMPORTS, A_LSN, Chunk, Shard, type LogScan, type ShardManifest, type WalLog } from './shard';
 import {
-  EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, loadHooks, replaceFile,
-  statusOf, syncDir,
+  EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, fail, loadHooks, openDir,
+  renameTemp, replaceFile, statusOf, syncDir, writeTemp,
 } from './io';
 import { DirLock } from './lock';
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
-/** Past this much log since the last checkpoint, the next write checkpoints first. */
-const AUTO_CHECKPOINT_BYTES = 512 * 1024 * 1024;
-/** Groups of syncEvery records a writer may run ahead of the disk (native/core.hpp kWindowRounds). */
-export const WINDOW_ROUNDS = 64;
-const UNBOUNDED_WINDOW = 0xffffffff;
 const TWO32 = 4294967296;
 const SEG_MASK = (1 << 24) - 1;
 const MAX_TIMER_MS = 0x7fffffff;
 /** Operations of a batch whose cache misses are overlapped (see mintBatch). */
 const PF = 16;
+/** Work a background-checkpoint slice does on the event loop before it lets the loop go on (ms). */
+const SLICE_MS = 1;
+/** Page-CRC table entries a slice writes (256 KiB of table, and its CRC). */
+const TABLE_SLICE = 65536;
+// What the steps of a background checkpoint wait for when they yield (Background.wait).
+/** Nothing: the rest of the slice's time, or the next turn of the event loop. */
+const SLICE = 0;
+/** The log durable up to Background.waitLsn (a group fsync). */
+const DURABLE = 1;
+/** fdatasync of Background.waitFds. */
+const FSYNC = 2;
 
 const OK = BatchStatus.OK;
 const INVALID_AMOUNT = BatchStatus.INVALID_AMOUNT;
@@ -66,6 +74,50 @@ function toShardManifest(m: Manifest): ShardManifest {
   };
 }
 
+/**
+ * A background checkpoint in progress: the manifest it commits, its promise, and its steps (a generator,
+ * JsCore.backgroundSteps) with what they wait for at their last yield.
+ */
+class Background {
+  /** Epoch E+1 and the LSN at the hand-over (C'). */
+  readonly next: ShardManifest;
+  readonly handedOverAt = performance.now();
+  readonly promise: Promise<void>;
+  resolve!: () => void;
+  reject!: (e: Error) => void;
+  steps!: Generator<void, void, void>;
+  wait = SLICE;
+  waitLsn = 0;
+  readonly waitFds: number[] = [];
+  readonly waitNames: string[] = [];
+  /** The steps may go on: what they wait for has happened (false while a group fsync or an fsync is out). */
+  met = true;
+  /**
+   * Callbacks of waits carry the token of their time. When this thread drives the steps on by itself (a
+   * foreground checkpoint, a slowed writer) it meets the wait itself and bumps the token: older callbacks
+   * then change nothing (but a failed fsync still fails the ledger).
+   */
+  token = 0;
+  immediate: NodeJS.Immediate | undefined;
+
+  constructor(next: ShardManifest) {
+    this.next = next;
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    // A write may have started it with nobody listening: its failure shows as the ledger turning read-only.
+    this.promise.catch(() => {});
+  }
+
+  /** The steps yield next for the fdatasync of these files. */
+  fsync(): void {
+    this.wait = FSYNC;
+    this.waitFds.length = 0;
+    this.waitNames.length = 0;
+  }
+}
+
 export class JsCore implements EngineCore {
   private readonly dir: string;
   private lock: DirLock | undefined;
@@ -73,6 +125,9 @@ export class JsCore implements EngineCore {
   private wal = true;
   private syncEvery = 1000;
   private syncIntervalMs = 1000;
+  /** Log records that may be unsynced at once (unbounded without a log). */
+  private maxUnsynced = Infinity;
+  private checkpointEvery = 64 * 1024 * 1024;
   private shards: Shard[] = [];
   private nshards = 0;
   private seed = 0;
@@ -85,7 +140,6 @@ export class JsCore implements EngineCore {
   private lsn = 0;
   private records = 0; // log records appended since open
   private kickedAt = 0; // records at the last kick
-  private walTotal = 0; // log bytes since the last checkpoint
   private appendedLsn = 0;
   private durableLsn = 0;
   private durableRecords = 0;
@@ -94,6 +148,24 @@ export class JsCore implements EngineCore {
   private failed = false;
   private failure = '';
 
+  // ---- log generations and checkpoints
+  /** Epoch of the records appended now: the manifest's, or the next one while a background checkpoint runs. */
+  private logEpoch = 0;
+  /** The file of logEpoch + 1 holds a fresh header: a background checkpoint may hand over to it. */
+  private nextPrepared = false;
+  /** Log bytes appended since the last hand-over (or foreground checkpoint): the active generation's records. */
+  private handoverBytes = 0;
+  /** Log bytes of the generation a background checkpoint is folding in, until it commits. */
+  private committingBytes = 0;
+  private bg: Background | undefined;
+  /** This write call has been slowed for a checkpoint the log outran (once per call). */
+  private throttled = false;
+  private chunk: Chunk | undefined;
+  private checkpoints = 0;
+  private lastCheckpointMs = 0;
+  private lastCheckpointAt = 0;
+  private readonly pumpBound = (bg: Background): void => this.pump(bg);
+
   /** Shards with records in their staging buffers. */
   private readonly pending: Shard[] = [];
   private kickPending = false;
@@ -101,7 +173,7 @@ export class JsCore implements EngineCore {
   private roundAgain = false;
   private waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | undefined;
-  /** fdatasyncs in flight on the pool: their descriptors stay open until they finish. */
+  /** fdatasyncs in flight on the pool: the descriptors in fdsToClose stay open until they finish. */
   private inflight = 0;
   private fdsToClose: number[] = [];
   // Batch scratch: hashes and first index entries of a group of operations.
@@ -115,10 +187,6 @@ export class JsCore implements EngineCore {
     this.dir = dir;
     loadHooks();
     this.lock = new DirLock(dir, this);
-  }
-
-  private window(): number {
-    return this.wal ? Math.min(this.syncEvery * WINDOW_ROUNDS, UNBOUNDED_WINDOW - 1) : UNBOUNDED_WINDOW;
   }
 
   private live(): void {
@@ -138,9 +206,12 @@ export class JsCore implements EngineCore {
   open(m: Manifest, o: EngineOptions): boolean[] {
     this.live();
     this.manifest = toShardManifest(m);
+    this.logEpoch = this.manifest.epoch;
     this.wal = o.wal;
     this.syncEvery = o.syncEvery >>> 0;
     this.syncIntervalMs = o.syncIntervalMs >>> 0;
+    this.maxUnsynced = o.wal ? o.maxUnsyncedRecords : Infinity;
+    this.checkpointEvery = o.checkpointEveryBytes;
     this.seed = this.manifest.seed;
     this.nshards = this.manifest.shards;
     const valid: boolean[] = [];
@@ -158,58 +229,98 @@ export class JsCore implements EngineCore {
 
   logsHeaderOnly(): boolean {
     this.live();
+    const e = this.manifest.epoch;
     let all = true;
-    for (const s of this.shards) all = s.walHeaderOnly(this.manifest.epoch) && all;
+    for (const s of this.shards) {
+      // The file of E: a header and nothing after it. The file of E+1 may hold a header prepared for it,
+      // anything stale or nothing, but no record of E+1 (a background checkpoint was running); nor may the
+      // index be the one such a checkpoint wrote.
+      all = s.headerOnly(s.logOf(e), e) && all;
+      all = !s.holdsRecordsOf(s.logOf(e + 1), e + 1) && !s.indexAhead && all;
+    }
     return all;
   }
 
   replay(indexValid: boolean[], repair: boolean): ReplayResult {
     this.live();
-    const m = this.manifest;
-    let total = 0;
-    let droppedBytes = 0;
-    for (const s of this.shards) {
-      const scan = s.scanWal(m.epoch, m.checkpointLsn, this.window(), repair);
-      total += scan.records;
-      droppedBytes += scan.droppedBytes;
-    }
-    // Transactions must follow the checkpoint without a gap, each with all of
-    // its legs; the first one that does not is where every shard is cut. A
-    // wal:false journal is one transaction at the LSN the checkpoint reached.
-    let base = m.checkpointLsn + 1;
-    let first = Infinity;
-    let firstType = 0;
-    for (const s of this.shards) {
-      const f = s.firstLsn();
-      if (f.lsn !== 0 && f.lsn < first) {
-        first = f.lsn;
-        firstType = f.type;
+    const epoch = this.manifest.epoch;
+    const checkpoint = this.manifest.checkpointLsn;
+    // Shard by shard, the generation of the manifest's epoch, then the next.
+    const files: { shard: Shard; log: WalLog; scan: LogScan }[] = [];
+    try {
+      let total = 0;
+      let droppedBytes = 0;
+      for (const s of this.shards) {
+        for (let e = epoch; e <= epoch + 1; e++) {
+          const log = s.logOf(e);
+          const scan = s.scanLog(log, e, checkpoint);
+          total += scan.records;
+          droppedBytes += scan.droppedBytes;
+          files.push({ shard: s, log, scan });
+        }
       }
+      let durable = 0;
+      let proof = files[0];
+      for (const f of files) {
+        if (f.scan.durableLsn > durable) {
+          durable = f.scan.durableLsn;
+          proof = f;
+        }
+      }
+      // Transactions must follow the checkpoint without a gap, each with all of
+      // its legs; the first one that does not is where every shard is cut. A
+      // wal:false journal is one transaction at the LSN the checkpoint reached.
+      let base = checkpoint + 1;
+      let first = Infinity;
+      let firstType = 0;
+      for (const f of files) {
+        const r = f.shard.firstLsn(f.log);
+        if (r.lsn !== 0 && r.lsn < first) {
+          first = r.lsn;
+          firstType = r.type;
+        }
+      }
+      if (first !== Infinity && firstType === WalType.IMAGE) base = first;
+      const counts = new Uint32Array(total + 1);
+      const legs = new Uint32Array(total + 1);
+      for (const f of files) f.shard.countLog(f.log, base, counts, legs);
+      let cut = base;
+      while (cut - base < counts.length && legs[cut - base] !== 0 && counts[cut - base] === legs[cut - base]) cut++;
+      // Every LSN up to `durable` was on stable storage before some record that
+      // survived was written: if the cut falls there, synced records are damaged
+      // or missing. That is never a torn tail.
+      if (cut <= durable && !repair) {
+        let where = '';
+        for (const f of files) {
+          if (f.scan.damaged) {
+            where = `${f.log.name}: damaged record at offset ${f.scan.prefixEnd}`;
+            break;
+          }
+        }
+        if (where === '') where = `log records of LSN ${cut} are missing`;
+        fail(CORRUPTION, `${where}, but ${proof.log.name} at offset ${proof.scan.durableAt} proves every operation up to ` +
+          `LSN ${durable} durable: synced operations are damaged (open with repair: true to keep the valid prefix)`);
+      }
+      const dropped = { bytes: droppedBytes };
+      let records = 0;
+      for (const f of files) {
+        const applied = f.shard.applyLog(f.log, cut, indexValid[f.shard.number] === true, dropped);
+        // What we replayed may still be only in the page cache (the crash was a
+        // kill, not a power cut). It must be durable before the checkpoint that
+        // follows writes shard pages derived from it.
+        if (applied > 0) dataSyncOrThrow(f.log.fd, f.log.name);
+        records += applied;
+      }
+      // Nothing applied: back to the checkpoint. (Not `cut - 1`: when an incomplete wal:false image
+      // journal moved `base` to its LSN, cut - 1 would name operations whose effects are lost.)
+      const lastLsn = cut > base ? cut - 1 : checkpoint;
+      this.lsn = lastLsn;
+      this.durableLsn = lastLsn;
+      this.appendedLsn = lastLsn;
+      return { records, droppedBytes: dropped.bytes, lastLsn: BigInt(lastLsn) };
+    } finally {
+      for (const f of files) f.log.closeScan();
     }
-    if (first !== Infinity && firstType === WalType.IMAGE) base = first;
-    const counts = new Uint32Array(total + 1);
-    const legs = new Uint32Array(total + 1);
-    for (const s of this.shards) s.countWal(base, counts, legs);
-    let cut = base;
-    while (cut - base < counts.length && legs[cut - base] !== 0 && counts[cut - base] === legs[cut - base]) cut++;
-    const dropped = { bytes: droppedBytes };
-    let records = 0;
-    for (let i = 0; i < this.shards.length; i++) {
-      const s = this.shards[i];
-      const applied = s.applyWal(cut, indexValid[i] === true, dropped);
-      // What we replayed may still be only in the page cache (the crash was a
-      // kill, not a power cut). It must be durable before the checkpoint that
-      // follows writes shard pages derived from it.
-      if (applied > 0) dataSyncOrThrow(s.walFd, s.walName);
-      records += applied;
-    }
-    // Nothing applied: back to the checkpoint. (Not `cut - 1`: when an incomplete wal:false image
-    // journal moved `base` to its LSN, cut - 1 would name operations whose effects are lost.)
-    const lastLsn = cut > base ? cut - 1 : m.checkpointLsn;
-    this.lsn = lastLsn;
-    this.durableLsn = lastLsn;
-    this.appendedLsn = lastLsn;
-    return { records, droppedBytes: dropped.bytes, lastLsn: BigInt(lastLsn) };
   }
 
   rebuildIndex(shard: number): void {
@@ -220,6 +331,18 @@ export class JsCore implements EngineCore {
   start(): void {
     this.live();
     this.started = true;
+    if (!this.wal || this.nextPrepared) return;
+    // The next generation's file must hold a fresh header before a background
+    // checkpoint can hand over to it; after a clean open it usually does.
+    const next = this.logEpoch + 1;
+    const now = Date.now();
+    for (const s of this.shards) {
+      const log = s.logOf(next);
+      if (s.headerOnly(log, next)) continue;
+      s.resetLog(log, next, now);
+      dataSyncOrThrow(log.fd, log.name);
+    }
+    this.nextPrepared = true;
   }
 
   // ------------------------------------------------------------------ syncing
@@ -253,7 +376,7 @@ export class JsCore implements EngineCore {
     }
   }
 
-  /** One group fsync on this thread (native RoundLocked); false when the ledger has failed. */
+  /** One group fsync on this thread (native RoundLocked): every log file past the durable LSN; false when the ledger has failed. */
   private roundNow(): boolean {
     if (this.failed) return false;
     this.flushAll();
@@ -262,14 +385,19 @@ export class JsCore implements EngineCore {
     const lsn = this.appendedLsn;
     const durable = this.durableLsn;
     if (lsn > durable) {
-      for (const s of this.shards) {
-        if (s.walLastLsn <= durable) continue;
-        const err = dataSync(s.walFd);
-        if (err !== undefined) {
-          // Never retried: after a failed fsync the kernel may have dropped the
-          // dirty pages, so a later success would prove nothing.
-          this.setFailed(`fsync ${s.walName}: ${err}`);
-          break;
+      const shards = this.shards;
+      sync: for (let i = 0; i < shards.length; i++) {
+        const logs = shards[i].logs;
+        for (let g = 0; g < logs.length; g++) {
+          const log = logs[g];
+          if (log.lastLsn <= durable) continue;
+          const err = dataSync(log.fd);
+          if (err !== undefined) {
+            // Never retried: after a failed fsync the kernel may have dropped the
+            // dirty pages, so a later success would prove nothing.
+            this.setFailed(`fsync ${log.name}: ${err}`);
+            break sync;
+          }
         }
       }
       if (!this.failed) {
@@ -312,7 +440,6 @@ export class JsCore implements EngineCore {
       if (--left !== 0) return;
       this.roundBusy = false;
       if (this.closed) {
-        this.releaseFds();
         this.settleWaiters();
         return;
       }
@@ -326,22 +453,29 @@ export class JsCore implements EngineCore {
       if (this.roundAgain || this.waiters.length > 0) this.startRound();
       else if (this.appendedLsn > this.durableLsn) this.armTimer();
     };
-    for (const s of this.shards) {
-      if (s.walLastLsn <= durable) continue;
-      if (injectFsyncFailure()) {
-        error = `fsync ${s.walName}: ${EIO_TEXT}`;
-        break;
+    sync: for (const s of this.shards) {
+      for (const log of s.logs) {
+        if (log.lastLsn <= durable) continue;
+        if (injectFsyncFailure()) {
+          error = `fsync ${log.name}: ${EIO_TEXT}`;
+          break sync;
+        }
+        left++;
+        this.inflight++;
+        const name = log.name;
+        fs.fdatasync(log.fd, (e) => {
+          this.fsyncDone();
+          if (e && error === undefined) error = `fsync ${name}: ${errText(e)}`;
+          done();
+        });
       }
-      left++;
-      this.inflight++;
-      const name = s.walName;
-      fs.fdatasync(s.walFd, (e) => {
-        this.inflight--;
-        if (e && error === undefined) error = `fsync ${name}: ${errText(e)}`;
-        done();
-      });
     }
     done();
+  }
+
+  /** After every fdatasync on the pool: descriptors waiting for it to finish may close now. */
+  private fsyncDone(): void {
+    if (--this.inflight === 0 && this.fdsToClose.length > 0) this.releaseFds();
   }
 
   private armTimer(): void {
@@ -404,7 +538,7 @@ export class JsCore implements EngineCore {
       this.pending.push(s);
     }
     try {
-      s.append(type, slot, lsn, this.manifest.epoch, legs, leg, aLo, aHi, this.tsLo, this.tsHi);
+      s.append(type, slot, lsn, this.logEpoch, legs, leg, aLo, aHi, this.tsLo, this.tsHi, this.durableLsn);
     } catch (e) {
       // A full staging buffer could not be written out: the change is in memory only.
       const msg = e instanceof Error ? e.message : String(e);
@@ -412,7 +546,7 @@ export class JsCore implements EngineCore {
       this.detailMsg = msg;
       throw e;
     }
-    this.walTotal += 224;
+    this.handoverBytes += 224;
   }
 
   /** After every operation or batch: its records into the kernel, then a group fsync if one is due. */
@@ -426,10 +560,12 @@ export class JsCore implements EngineCore {
     return !failedBefore && this.failed;
   }
 
+  /** At the start of every write call. */
   private stamp(): void {
     const now = Date.now();
     this.tsLo = now >>> 0;
     this.tsHi = Math.floor(now / TWO32);
+    this.throttled = false;
   }
 
   // ------------------------------------------------------------------ operations
@@ -439,13 +575,23 @@ export class JsCore implements EngineCore {
     return CORRUPTION;
   }
 
-  /** Room in the logs, backpressure, auto-checkpoint (native Core::Admit). */
+  /** Room in the logs, the checkpoint policy, the bound on unsynced records (native Core::Admit). */
   private admit(a: Shard, b: Shard | null): number {
     if (this.closed) return CLOSED;
     if (this.failed) return IO_ERROR;
     if (!this.wal) return OK;
     try {
-      if (this.walTotal > AUTO_CHECKPOINT_BYTES) this.checkpoint(false);
+      if (this.bg === undefined) {
+        if (this.handoverBytes >= this.checkpointEvery) this.beginBackground();
+      } else if (!this.throttled && this.handoverBytes + this.committingBytes > 2 * this.checkpointEvery) {
+        // The log has outrun the checkpoint. Native makes the call wait up to a millisecond for its thread;
+        // here the checkpoint runs on this thread, and a loop of synchronous writes would starve it, so the
+        // call does one slice of its work instead (blocking on an fsync if that is what the slice needs).
+        // Once per call, as there: writers are slowed, never stopped.
+        this.throttled = true;
+        this.slowDown();
+        if (this.failed) return IO_ERROR;
+      }
       let n = 2;
       if (b !== null && b !== a) {
         a.reserve(1);
@@ -459,9 +605,9 @@ export class JsCore implements EngineCore {
         this.firstUnsyncedMs = performance.now();
         this.armTimer();
       }
-      if (this.records !== durable && this.records + n - durable > this.window()) {
-        // The disk is a whole window behind: sync here (the pool's callbacks
-        // cannot run until this call returns).
+      if (this.records !== durable && this.records + n - durable > this.maxUnsynced) {
+        // At the bound of unsynced records: sync here (the pool's callbacks
+        // cannot run until this call returns), so that a power cut never loses more.
         if (!this.roundNow()) return IO_ERROR;
       }
     } catch (e) {
@@ -796,6 +942,11 @@ export class JsCore implements EngineCore {
 
   // ------------------------------------------------------------------ checkpoint
 
+  private anyDirty(): boolean {
+    for (const s of this.shards) if (s.anyDirty) return true;
+    return false;
+  }
+
   /** wal:false: the images about to be written back, logged as one transaction first. */
   private writeImageJournal(): void {
     let total = 0;
@@ -813,17 +964,28 @@ export class JsCore implements EngineCore {
     const failedBefore = this.failed;
     this.flushAll();
     if (!failedBefore && this.failed) throw errorFor(IO_ERROR, this.failure);
-    for (const s of this.shards) if (s.walLastLsn !== 0) dataSyncOrThrow(s.walFd, s.walName);
+    for (const s of this.shards) if (s.log.lastLsn !== 0) dataSyncOrThrow(s.log.fd, s.log.name);
   }
 
-  checkpoint(force: boolean): void {
+  /** A checkpoint committed (foreground or background): stats(). */
+  private committed(ms: number): void {
+    this.checkpoints++;
+    this.lastCheckpointMs = Math.round(ms);
+    this.lastCheckpointAt = Date.now();
+  }
+
+  checkpointSync(force: boolean): void {
     this.live();
+    // A background checkpoint in progress is finished first, here: this runs at open and close only.
+    const bg = this.bg;
+    if (bg !== undefined) this.driveInline(bg, true);
     if (this.failed) throw errorFor(IO_ERROR, `ledger is read-only after a failure: ${this.failure}`);
-    let dirty = false;
-    for (const s of this.shards) dirty = dirty || s.anyDirty;
-    if (!force && !dirty && this.lsn === this.manifest.checkpointLsn) return;
+    if (!force && !this.anyDirty() && this.lsn === this.manifest.checkpointLsn) return;
+    const started = performance.now();
     try {
-      const next: ShardManifest = { ...this.manifest, epoch: this.manifest.epoch + 1, checkpointLsn: this.lsn };
+      // Epoch E+2: records of E+1 that a crashed background checkpoint may have
+      // left in the other file become stale with the commit.
+      const next: ShardManifest = { ...this.manifest, epoch: this.manifest.epoch + 2, checkpointLsn: this.lsn };
       // 1. The log first: every change about to reach the shard files must be
       //    durable in the log, so a torn write-back is repaired by replay.
       if (this.wal) {
@@ -840,23 +1002,29 @@ export class JsCore implements EngineCore {
       crashPoint('checkpoint:after-index');
       // 2. The commit point: the manifest names the new epoch, and records of
       //    the old one are never replayed again.
-      replaceFile(this.dir, MANIFEST_FILE, encodeManifest({
-        shards: next.shards, accountsPerShard: next.accountsPerShard, indexCapacity: next.indexCapacity, seed: next.seed,
-        epoch: BigInt(next.epoch), checkpointLsn: BigInt(next.checkpointLsn),
-      }));
+      replaceFile(this.dir, MANIFEST_FILE, encodeShardManifest(next));
       this.manifest = next;
       crashPoint('checkpoint:after-manifest');
-      // 3. Empty the logs for the new epoch.
+      // 3. Fresh logs: the active generation, and the next one prepared for a background checkpoint.
       const now = Date.now();
       for (const s of this.shards) {
-        s.walResetTo(next.epoch, this.window(), now);
+        for (let e = next.epoch; e <= next.epoch + 1; e++) {
+          const log = s.logOf(e);
+          s.resetLog(log, e, now);
+          dataSyncOrThrow(log.fd, log.name);
+        }
+        s.log = s.logOf(next.epoch);
         s.clearDirty();
       }
       crashPoint('checkpoint:after-wal-reset');
-      this.walTotal = 0;
+      this.logEpoch = next.epoch;
+      this.nextPrepared = true;
+      this.handoverBytes = 0;
+      this.committingBytes = 0;
       this.durableRecords = this.records;
       this.durableLsn = this.lsn;
       this.appendedLsn = this.lsn;
+      this.committed(performance.now() - started);
       this.settleWaiters();
     } catch (e) {
       if (e instanceof LedgerError) {
@@ -866,6 +1034,343 @@ export class JsCore implements EngineCore {
       }
       throw e;
     }
+  }
+
+  checkpoint(): Promise<void> {
+    this.live();
+    if (this.bg !== undefined) return this.bg.promise;
+    try {
+      if (!this.wal || !this.started) {
+        this.checkpointSync(false);
+        return Promise.resolve();
+      }
+      const bg = this.beginBackground();
+      return bg === undefined ? Promise.resolve() : bg.promise;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  maintain(): boolean {
+    // Nothing to give back: this engine's pages are its own heap memory, not a file mapping.
+    return false;
+  }
+
+  // ------------------------------------------------------------------ background checkpoint
+  //
+  // The hand-over runs on the calling turn (beginBackground). The write-back is
+  // a generator (backgroundSteps) that yields whenever it waits: for the next
+  // turn of the event loop (SLICE), for the log to be durable to an LSN
+  // (DURABLE: a group fsync), or for fsyncs of its own (FSYNC). pump() runs it
+  // on the event loop, at most about SLICE_MS per turn, its fsyncs on the libuv
+  // pool; driveInline() runs it on this thread, blocking on its waits, for a
+  // foreground checkpoint (to the end) or a slowed writer (one slice).
+  // Operations go on between slices and go to the file of E+1.
+
+  /** The hand-over (short, on this thread); undefined when there is nothing to do. */
+  private beginBackground(): Background | undefined {
+    if (this.failed) throw errorFor(IO_ERROR, `ledger is read-only after a failure: ${this.failure}`);
+    if (!this.anyDirty() && this.lsn === this.manifest.checkpointLsn) return undefined;
+    if (!this.nextPrepared) throw errorFor(IO_ERROR, 'checkpoint: the next log generation is not prepared');
+    // What is staged goes to the old generation; the dirty pages become the
+    // checkpoint's; appends move to the next generation.
+    this.flushAll();
+    if (this.failed) throw errorFor(IO_ERROR, this.failure);
+    const next: ShardManifest = { ...this.manifest, epoch: this.logEpoch + 1, checkpointLsn: this.lsn };
+    for (const s of this.shards) {
+      s.capture();
+      s.log = s.logOf(next.epoch);
+    }
+    this.logEpoch = next.epoch;
+    this.nextPrepared = false;
+    this.committingBytes = this.handoverBytes;
+    this.handoverBytes = 0;
+    const bg = new Background(next);
+    bg.steps = this.backgroundSteps(bg);
+    this.bg = bg;
+    crashPoint('checkpoint:after-handover');
+    this.schedule(bg);
+    return bg;
+  }
+
+  /**
+   * The write-back of a background checkpoint (native Core::WriteCheckpoint, on its thread there). Every
+   * `yield` waits for what bg.wait says. Pages may hold changes newer than C' (operations go on between the
+   * steps): each chunk is copied, then the log is made durable as far as the LSN after the copy, then the
+   * copy is written, so the files never hold a change the log could lose.
+   */
+  private *backgroundSteps(bg: Background): Generator<void, void, void> {
+    const next = bg.next;
+    const chunk = (this.chunk ??= new Chunk());
+    const shards = this.shards;
+    // 1. The log durable up to C'.
+    bg.wait = DURABLE;
+    bg.waitLsn = next.checkpointLsn;
+    yield;
+    crashPoint('checkpoint:after-wal-sync');
+    // 2. The captured data pages, then an fsync of every shard file.
+    for (const s of shards) {
+      for (let page = 0; page < s.dataPages;) {
+        page = s.copyCapturedData(page, chunk);
+        if (chunk.n > 0) {
+          bg.wait = DURABLE;
+          bg.waitLsn = this.lsn;
+          yield;
+          s.writeDataChunk(chunk);
+        }
+        bg.wait = SLICE;
+        yield;
+      }
+    }
+    crashPoint('checkpoint:after-data-write');
+    bg.fsync();
+    for (const s of shards) {
+      bg.waitFds.push(s.dataFd);
+      bg.waitNames.push(s.dataName);
+    }
+    yield;
+    crashPoint('checkpoint:after-data-sync');
+    // 3. The captured index pages (CRC of each copy), the page-CRC table, a header naming E+1, C' and the
+    //    count at the hand-over; then an fsync of every index file.
+    for (const s of shards) {
+      for (let page = 0; page < s.indexPages;) {
+        page = s.copyCapturedIndex(page, chunk);
+        if (chunk.n > 0) {
+          bg.wait = DURABLE;
+          bg.waitLsn = this.lsn;
+          yield;
+          s.writeIndexChunk(chunk);
+        }
+        bg.wait = SLICE;
+        yield;
+      }
+      let table = 0xffffffff;
+      for (let first = 0; first < s.indexPages; first += TABLE_SLICE) {
+        table = s.writeIndexTable(first, Math.min(TABLE_SLICE, s.indexPages - first), table);
+        bg.wait = SLICE;
+        yield;
+      }
+      s.writeIndexHeader(next, s.capturedCount, ~table >>> 0, s.indexRebuilds === s.capturedRebuilds);
+    }
+    bg.fsync();
+    for (const s of shards) {
+      bg.waitFds.push(s.indexFd);
+      bg.waitNames.push(s.indexName);
+    }
+    yield;
+    crashPoint('checkpoint:after-index');
+    // 4. The commit point: MANIFEST names E+1 and C' (replaceFile, with its fsyncs on the pool).
+    const tmp = writeTemp(this.dir, MANIFEST_FILE, encodeShardManifest(next));
+    try {
+      bg.fsync();
+      bg.waitFds.push(tmp);
+      bg.waitNames.push(MANIFEST_FILE);
+      yield;
+    } finally {
+      this.closeLater(tmp);
+    }
+    renameTemp(this.dir, MANIFEST_FILE);
+    const dirFd = openDir(this.dir);
+    try {
+      bg.fsync();
+      bg.waitFds.push(dirFd);
+      bg.waitNames.push('directory');
+      yield;
+    } finally {
+      this.closeLater(dirFd);
+    }
+    this.manifest = next;
+    this.committingBytes = 0;
+    this.committed(performance.now() - bg.handedOverAt);
+    crashPoint('checkpoint:after-manifest');
+    // 5. The old generation is obsolete: its file is prepared for the next one (E+2).
+    const now = Date.now();
+    bg.fsync();
+    for (const s of shards) {
+      const log = s.logOf(next.epoch + 1);
+      s.resetLog(log, next.epoch + 1, now);
+      bg.waitFds.push(log.fd);
+      bg.waitNames.push(log.name);
+    }
+    yield;
+    crashPoint('checkpoint:after-wal-reset');
+    this.nextPrepared = true;
+  }
+
+  private schedule(bg: Background): void {
+    if (bg.immediate === undefined) bg.immediate = setImmediate(this.pumpBound, bg);
+  }
+
+  /** One slice on the event loop: runs the steps for up to SLICE_MS, or until they wait for I/O. */
+  private pump(bg: Background): void {
+    bg.immediate = undefined;
+    if (this.bg !== bg || this.closed) return;
+    const until = performance.now() + SLICE_MS;
+    try {
+      for (;;) {
+        if (bg.steps.next().done) {
+          this.backgroundDone(bg);
+          return;
+        }
+        if (bg.wait === SLICE) {
+          if (performance.now() < until) continue;
+          this.schedule(bg);
+          return;
+        }
+        if (bg.wait === DURABLE && this.durableLsn >= bg.waitLsn) continue;
+        bg.met = false;
+        if (bg.wait === DURABLE) this.awaitDurable(bg);
+        else this.fsyncOnPool(bg);
+        return;
+      }
+    } catch (e) {
+      this.backgroundFailed(bg, e);
+    }
+  }
+
+  /** The steps wait for a group fsync: one is started (or joined) on the pool. */
+  private awaitDurable(bg: Background): void {
+    const token = bg.token;
+    this.waiters.push({
+      target: bg.waitLsn,
+      resolve: () => this.waitMet(bg, token),
+      reject: (e) => this.waitFailed(bg, token, e),
+    });
+    this.startRound();
+  }
+
+  /** The steps wait for fsyncs of their own: all of them at once on the pool. */
+  private fsyncOnPool(bg: Background): void {
+    const token = bg.token;
+    let left = 1; // released after the loop
+    let error: string | undefined;
+    const done = (): void => {
+      if (--left !== 0) return;
+      if (error !== undefined) this.waitFailed(bg, token, errorFor(IO_ERROR, error));
+      else this.waitMet(bg, token);
+    };
+    for (let i = 0; i < bg.waitFds.length; i++) {
+      const name = bg.waitNames[i];
+      if (injectFsyncFailure()) {
+        error ??= `fsync ${name}: ${EIO_TEXT}`;
+        break;
+      }
+      left++;
+      this.inflight++;
+      fs.fdatasync(bg.waitFds[i], (e) => {
+        this.fsyncDone();
+        if (e && error === undefined) error = `fsync ${name}: ${errText(e)}`;
+        done();
+      });
+    }
+    done();
+  }
+
+  private waitMet(bg: Background, token: number): void {
+    if (token !== bg.token || this.bg !== bg || this.closed) return;
+    bg.met = true;
+    this.schedule(bg);
+  }
+
+  private waitFailed(bg: Background, token: number, e: Error): void {
+    if (this.closed) return;
+    if (token === bg.token && this.bg === bg) {
+      this.backgroundFailed(bg, e);
+      return;
+    }
+    // A wait this thread met by itself meanwhile. A failed fsync still counts: it is never retried, and
+    // the fsync that succeeded after it proves nothing.
+    this.setFailed(e.message);
+    this.settleWaiters();
+  }
+
+  /**
+   * Drives the background checkpoint on this thread, blocking on what it waits for (a group fsync, fsyncs of
+   * its own): to its end (`whole`), or for about one slice. Throws its failure.
+   */
+  private driveInline(bg: Background, whole: boolean): void {
+    if (bg.immediate !== undefined) {
+      clearImmediate(bg.immediate);
+      bg.immediate = undefined;
+    }
+    bg.token++; // the callbacks of waits already on the pool change nothing from here on
+    const until = performance.now() + SLICE_MS;
+    try {
+      if (!bg.met) this.meetNow(bg);
+      for (;;) {
+        if (bg.steps.next().done) {
+          this.backgroundDone(bg);
+          return;
+        }
+        if (bg.wait === SLICE) {
+          if (!whole && performance.now() >= until) break;
+          continue;
+        }
+        this.meetNow(bg);
+      }
+    } catch (e) {
+      throw this.backgroundFailed(bg, e);
+    }
+    bg.met = true;
+    this.schedule(bg);
+  }
+
+  /** Meets the wait of the steps on this thread. */
+  private meetNow(bg: Background): void {
+    if (bg.wait === DURABLE) {
+      if (this.durableLsn < bg.waitLsn && !this.roundNow()) {
+        throw errorFor(IO_ERROR, `ledger is read-only after a failed fsync: ${this.failure}`);
+      }
+    } else if (bg.wait === FSYNC) {
+      for (let i = 0; i < bg.waitFds.length; i++) dataSyncOrThrow(bg.waitFds[i], bg.waitNames[i]);
+    }
+    bg.met = true;
+  }
+
+  private backgroundDone(bg: Background): void {
+    if (this.bg === bg) this.bg = undefined;
+    bg.resolve();
+  }
+
+  /** A step failed: the ledger turns read-only and the checkpoint's promise rejects. Returns the error. */
+  private backgroundFailed(bg: Background, e: unknown): LedgerError {
+    const err = e instanceof LedgerError ? e : errorFor(IO_ERROR, e instanceof Error ? e.message : String(e));
+    if (this.bg === bg) this.bg = undefined;
+    bg.token++;
+    if (bg.immediate !== undefined) {
+      clearImmediate(bg.immediate);
+      bg.immediate = undefined;
+    }
+    try {
+      bg.steps.return(); // runs its `finally` blocks when it stopped at a yield
+    } catch {
+      // it had ended already
+    }
+    for (const s of this.shards) s.dropCaptured();
+    this.setFailed(err.message);
+    this.detailMsg = err.message;
+    this.settleWaiters();
+    bg.reject(err);
+    return err;
+  }
+
+  /** A writer outran the checkpoint: one slice of it, on this thread (see admit). */
+  private slowDown(): void {
+    const bg = this.bg;
+    if (bg === undefined) return;
+    try {
+      this.driveInline(bg, false);
+    } catch {
+      // the ledger is read-only now; the caller sees that
+    }
+  }
+
+  // ------------------------------------------------------------------ close and stats
+
+  /** Closes `fd` once no fdatasync is in flight on the pool (it may be on this very descriptor). */
+  private closeLater(fd: number): void {
+    this.fdsToClose.push(fd);
+    if (this.inflight === 0) this.releaseFds();
   }
 
   private releaseFds(): void {
@@ -882,33 +1387,47 @@ export class JsCore implements EngineCore {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    const bg = this.bg;
+    if (bg !== undefined) {
+      // Ledger.close() finishes a checkpoint in progress first (checkpointSync). One still here is
+      // abandoned: its files are as a crash would leave them, which recovery handles.
+      this.bg = undefined;
+      bg.token++;
+      if (bg.immediate !== undefined) clearImmediate(bg.immediate);
+      bg.immediate = undefined;
+      try {
+        bg.steps.return();
+      } catch {
+        // it had ended already
+      }
+      bg.reject(errorFor(CLOSED, 'ledger closed before its checkpoint committed'));
+    }
     this.settleWaiters();
     for (const s of this.shards) {
       this.fdsToClose.push(...s.fds());
-      s.walFd = s.indexFd = s.dataFd = -1;
-      s.closeWalScan();
+      s.forgetFds();
     }
     this.shards = [];
-    this.releaseFds();
-    // The descriptors of fsyncs still in flight close when they finish; the
-    // directory is free now (those fsyncs only touch the files' own inodes).
     const lock = this.lock;
     this.lock = undefined;
-    if (lock) {
-      for (const fd of this.fdsToClose) lock.hold.fds.delete(fd);
-      lock.release();
-    }
+    // The descriptors of fsyncs still in flight close when they finish; the
+    // directory is free now (those fsyncs only touch the files' own inodes).
+    if (lock) for (const fd of this.fdsToClose) lock.hold.fds.delete(fd);
+    this.releaseFds();
+    lock?.release();
   }
 
   stats(): EngineStats {
     this.live();
-    let walBytes = 0;
-    for (const s of this.shards) walBytes += s.walBytes();
     return {
       lsn: BigInt(this.lsn),
       durableLsn: BigInt(this.wal ? this.durableLsn : this.manifest.checkpointLsn),
       checkpointLsn: BigInt(this.manifest.checkpointLsn),
-      walBytes,
+      walBytes: this.handoverBytes + this.committingBytes,
+      checkpoints: this.checkpoints,
+      checkpointInProgress: this.bg !== undefined,
+      lastCheckpointMs: this.lastCheckpointMs,
+      lastCheckpointAt: this.lastCheckpointAt,
       fsyncs: this.rounds,
       readOnly: this.failed,
       shards: this.shards.map((s) => ({ accounts: s.count, capacity: s.capacity, indexRebuilds: s.indexRebuilds })),
@@ -919,6 +1438,13 @@ export class JsCore implements EngineCore {
     this.live();
     return this.detailMsg;
   }
+}
+
+function encodeShardManifest(m: ShardManifest): Buffer {
+  return encodeManifest({
+    shards: m.shards, accountsPerShard: m.accountsPerShard, indexCapacity: m.indexCapacity, seed: m.seed,
+    epoch: BigInt(m.epoch), checkpointLsn: BigInt(m.checkpointLsn),
+  });
 }
 
 function le32(b: Uint8Array, o: number): number {

@@ -159,7 +159,7 @@ export function resize(fd: number, size: number, what: string): void {
 }
 
 export function syncDir(dir: string): void {
-  const fd = openFile(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const fd = openDir(dir);
   const err = dataSync(fd);
   closeFile(fd);
   if (err !== undefined) fail(BatchStatus.IO_ERROR, `fsync directory: ${err}`);
@@ -167,18 +167,39 @@ export function syncDir(dir: string): void {
 
 /** Atomically replaces dir/name with `data`: tmp file, fsync, rename, fsync the directory. */
 export function replaceFile(dir: string, name: string, data: Uint8Array): void {
-  const tmp = path.join(dir, `${name}.tmp`);
-  const fd = openFile(tmp, O_RDWR | O_CREAT | O_TRUNC);
+  const fd = writeTemp(dir, name, data);
   try {
-    writeAt(fd, data, 0, data.length, 0, name);
     dataSyncOrThrow(fd, name);
   } finally {
     closeFile(fd);
   }
+  renameTemp(dir, name);
+  syncDir(dir);
+}
+
+/**
+ * replaceFile in steps, for a caller that fsyncs on the libuv pool: writes dir/<name>.tmp and returns its
+ * descriptor (the caller fsyncs and closes it), then renameTemp, then an fsync of openDir(dir).
+ */
+export function writeTemp(dir: string, name: string, data: Uint8Array): number {
+  const fd = openFile(path.join(dir, `${name}.tmp`), O_RDWR | O_CREAT | O_TRUNC);
   try {
-    fs.renameSync(tmp, path.join(dir, name));
+    writeAt(fd, data, 0, data.length, 0, name);
+  } catch (e) {
+    closeFile(fd);
+    throw e;
+  }
+  return fd;
+}
+
+export function renameTemp(dir: string, name: string): void {
+  try {
+    fs.renameSync(path.join(dir, `${name}.tmp`), path.join(dir, name));
   } catch (e) {
     failErrno(`rename ${name}`, e);
   }
-  syncDir(dir);
+}
+
+export function openDir(dir: string): number {
+  return openFile(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
 }

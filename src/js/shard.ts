@@ -11,15 +11,22 @@
  * read and checked against the page-CRC table the first time a lookup touches
  * them, so opening is O(1) in the index size, as in the native engine.
  *
- * Log: records are built in a per-shard staging buffer and written with one
- * positioned write per operation (or per batch): in the kernel, so surviving
- * kill -9, before the call returns. The file grows in 4 MiB steps like the
- * native log, so both engines leave the same shape of file behind.
+ * Log: two files per shard, one per log generation (WalLog). Records are built
+ * in a per-shard staging buffer and written to the file of the active epoch
+ * with one positioned write per operation (or per batch): in the kernel, so
+ * surviving kill -9, before the call returns. A file grows in chunks at the
+ * same boundaries as the native log, so both engines leave the same shape of
+ * file behind.
+ *
+ * Checkpoint: the dirty-page sets are "live" (changed since the last
+ * hand-over) or "captured" (being written back by a background checkpoint);
+ * capture() swaps them. The write-back copies pages out in chunks (Chunk), so
+ * the pages may go on changing while a copy waits for the log to be durable.
  */
 import * as fs from 'node:fs';
 import { BatchStatus } from '../errors';
 import {
-  ACCOUNT_VERSION, INDEX_MAGIC, PAGE_SIZE, WAL_MAGIC, WAL_RECORD_SIZE, WalType, shardFile,
+  ACCOUNT_VERSION, INDEX_MAGIC, PAGE_SIZE, WAL_GENERATIONS, WAL_MAGIC, WAL_RECORD_SIZE, WalType, shardFile, walFile,
 } from '../format';
 import { crc32cWords, crcOverRecord, crcWords, recordCrcDelta } from './crc';
 import { K, bucketOf, hashKeyWords } from './hash';
@@ -36,6 +43,7 @@ const SEG_MASK = (1 << SEG_SHIFT) - 1;
 const REGION_SHIFT = 9; // slots read from the file at a time: 512 (64 KiB)
 const REGION_SLOTS = 1 << REGION_SHIFT;
 const REGION_BYTES = REGION_SLOTS * 128;
+const SEG_PAGES = (SEG_MASK + 1) / SLOTS_PER_PAGE; // data pages per segment
 const WAL_WORDS = WAL_RECORD_SIZE / 4; // 56
 export const WAL_CHUNK = 4 * 1024 * 1024;
 const WAL_FIRST_CHUNK = 256 * 1024;
@@ -62,7 +70,9 @@ const W_SLOT = 42;
 const W_LEGS = 43;
 const W_LEG = 44;
 const W_AMOUNT = 45;
-const W_WINDOW = 47;
+const W_DURABLE_LSN = 47;
+/** Pages copied per write-back chunk: 1 MiB, as native kWriteBackPages. */
+export const CHUNK_PAGES = 256;
 
 function freeBytes(dir: string): number {
   try {
@@ -78,6 +88,13 @@ export function indexTableBytes(pages: number): number {
 }
 export function indexFileBytes(capacity: number): number {
   return PAGE_SIZE + indexTableBytes(capacity / ENTRIES_PER_PAGE) + capacity * 8;
+}
+
+/** Reads of the first records of a log file (headerOnly, holdsRecordsOf). */
+const PROBE = Buffer.alloc(2 * WAL_RECORD_SIZE);
+const PROBE32 = new Uint32Array(PROBE.buffer, PROBE.byteOffset, PROBE.length / 4);
+function epochAt(u: Uint32Array, w: number): number {
+  return u[w + W_EPOCH] + u[w + W_EPOCH + 1] * TWO32;
 }
 
 const ZERO_PAGE_CRC = crc32cWords(new Uint32Array(PAGE_SIZE / 4), 0, PAGE_SIZE / 4);
@@ -106,11 +123,95 @@ function hi32(v: number): number {
   return Math.floor(v / TWO32) >>> 0;
 }
 
-export interface WalScan {
-  validEnd: number;
-  droppedBytes: number;
+/** What recovery found in one log file (native LogScan). */
+export interface LogScan {
+  /** Byte offset after the last record of the valid prefix (0: the file has no header of the epoch). */
+  prefixEnd: number;
+  /** Records in the prefix, after the header. */
   records: number;
-  maxLsn: number;
+  /** The prefix ended at damage, not at a clean end. */
+  damaged: boolean;
+  /** Damaged bytes, and intact records of the epoch, after the prefix. */
+  droppedBytes: number;
+  /** Largest durable LSN an intact record of the epoch carries, anywhere in the file; and that record's offset. */
+  durableLsn: number;
+  durableAt: number;
+}
+
+/**
+ * One log file of a shard: shard_NNN.<g>.wal holds the records of the epochs e with e & 1 == g (native
+ * LogWriter). Record 0 is a HEADER naming the epoch of the file's current use; its records follow.
+ */
+export class WalLog {
+  fd = -1;
+  readonly name: string;
+  /** File offset after the last record written to the kernel; 0 until a header of the current use is known. */
+  pos = 0;
+  /** The file is allocated at least this far (chunk boundaries counted from 0). */
+  mapped = 0;
+  /** LSN of the last record appended since the file was reset: a group fsync covers the file while it is past the durable LSN. */
+  lastLsn = 0;
+  /** Recovery: the whole file as read, and the end of its valid prefix. */
+  scan: Buffer | undefined;
+  scan32: Uint32Array | undefined;
+  prefixEnd = 0;
+
+  constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Bytes of records after the header, written (the staging buffer is the shard's). */
+  recordBytes(): number {
+    return this.pos > WAL_RECORD_SIZE ? this.pos - WAL_RECORD_SIZE : 0;
+  }
+
+  closeScan(): void {
+    this.scan = undefined;
+    this.scan32 = undefined;
+    this.prefixEnd = 0;
+  }
+}
+
+/**
+ * Scratch of a background write-back: up to CHUNK_PAGES page copies, their page numbers and (index pages) the
+ * CRC of each copy. One per core, reused.
+ */
+export class Chunk {
+  readonly buf = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  readonly words = new Uint32Array(this.buf.buffer, this.buf.byteOffset, this.buf.length / 4);
+  readonly pages = new Uint32Array(CHUNK_PAGES);
+  readonly crcs = new Uint32Array(CHUNK_PAGES);
+  /** Pages in the chunk. */
+  n = 0;
+}
+
+/** Writes the pages of `chunk`, each run of consecutive pages with one write, at fileOffset + page * PAGE_SIZE. */
+function writeChunk(fd: number, chunk: Chunk, fileOffset: number, fileBytes: number, name: string): void {
+  const pages = chunk.pages;
+  for (let i = 0; i < chunk.n;) {
+    let j = i + 1;
+    while (j < chunk.n && pages[j] === pages[j - 1] + 1) j++;
+    const off = pages[i] * PAGE_SIZE;
+    const len = Math.min((j - i) * PAGE_SIZE, fileBytes - off);
+    writeAt(fd, chunk.buf, i * PAGE_SIZE, len, fileOffset + off, name);
+    i = j;
+  }
+}
+
+/** A HEADER record of `epoch` for `shard` (durable LSN 0, account zero), in `HEADER`. */
+const HEADER = Buffer.alloc(WAL_RECORD_SIZE);
+const HEADER32 = new Uint32Array(HEADER.buffer, HEADER.byteOffset, WAL_WORDS);
+function encodeLogHeader(shard: number, epoch: number, now: number): void {
+  const u = HEADER32;
+  u.fill(0);
+  u[0] = WAL_MAGIC;
+  u[W_TIMESTAMP] = lo32(now);
+  u[W_TIMESTAMP + 1] = hi32(now);
+  u[W_TYPE] = WalType.HEADER;
+  u[W_EPOCH] = lo32(epoch);
+  u[W_EPOCH + 1] = hi32(epoch);
+  u[W_SHARD] = shard;
+  u[W_CRC] = walCrc(u, 0);
 }
 
 function encodeIndexHeader(h: Buffer, shard: number, capacity: number, count: number, pages: number,
@@ -130,7 +231,7 @@ function encodeIndexHeader(h: Buffer, shard: number, capacity: number, count: nu
 }
 
 export class Shard {
-  readonly index: number;
+  readonly number: number;
   readonly capacity: number;
   readonly seed: number;
   readonly dir: string;
@@ -148,8 +249,12 @@ export class Shard {
   readonly loaded!: Uint8Array;
   /** Records whose CRC has been checked (or that this engine sealed) since they were read. */
   readonly checked!: Uint8Array;
-  readonly dirtyData!: Uint8Array;
+  /** Data pages changed since the last hand-over (the live set). */
+  dirtyData!: Uint8Array;
+  /** The live sets are not empty. */
   anyDirty = false;
+  /** Data pages a background checkpoint writes back: the live set at its hand-over (all zero otherwise). */
+  capturedData!: Uint8Array;
 
   // ---- index
   indexFd = -1;
@@ -160,31 +265,35 @@ export class Shard {
   readonly pageCrcs!: Uint32Array;
   readonly idx!: Uint32Array;
   readonly verified!: Uint8Array;
-  readonly dirtyIdx!: Uint8Array;
+  /** Index pages changed since the last hand-over (the live set). */
+  dirtyIdx!: Uint8Array;
+  /** Index pages a background checkpoint writes back (all zero otherwise). */
+  capturedIdx!: Uint8Array;
+  /** At the hand-over: the account count, and the rebuild count (a rebuild since makes the copies moot). */
+  capturedCount = 0;
+  capturedRebuilds = 0;
+  /** The index file's header names the checkpoint after the manifest's (see loadIndex). */
+  indexAhead = false;
+  /** The index entries as bytes (the page copies come from here). */
+  readonly idxBytes!: Buffer;
 
   // ---- log
-  walFd = -1;
-  /** File offset after the last record written to the kernel. */
-  walPos = 0;
-  /** File size reserved for records (0 after open or a reset: the first reserve grows it). */
-  walMapped = 0;
-  walLastLsn = 0;
+  /** The two log files: logs[e & 1] holds the records of epoch e. */
+  readonly logs: WalLog[] = [];
+  /** The file appends go to: that of the active log epoch. */
+  log!: WalLog;
   stage: Buffer | undefined;
   stage32: Uint32Array | undefined;
-  /** Bytes of records in the staging buffer, not yet written (they go at walPos). */
+  /** Bytes of records in the staging buffer, not yet written (they go at log.pos). */
   staged = 0;
   /** On the core's list of shards with staged records. */
   listed = false;
-  scan: Buffer | undefined;
-  scan32: Uint32Array | undefined;
-  scanEnd = 0;
 
   readonly dataName: string;
   readonly indexName: string;
-  readonly walName: string;
 
-  static create(dir: string, index: number, m: ShardManifest): void {
-    const dataName = shardFile('shard', index, 'bin');
+  static create(dir: string, shard: number, m: ShardManifest): void {
+    const dataName = shardFile('shard', shard, 'bin');
     let fd = openFile(`${dir}/${dataName}`, O_RDWR | O_CREAT | O_TRUNC);
     try {
       resize(fd, m.accountsPerShard * 128, 'shard file');
@@ -197,8 +306,8 @@ export class Shard {
     const head = Buffer.alloc(PAGE_SIZE + indexTableBytes(pages));
     const table = new Uint32Array(head.buffer, head.byteOffset + PAGE_SIZE, pages);
     table.fill(ZERO_PAGE_CRC);
-    encodeIndexHeader(head, index, m.indexCapacity, 0, pages, m.epoch, m.checkpointLsn, m.seed, crc32cWords(table, 0, pages));
-    fd = openFile(`${dir}/${shardFile('index', index, 'bin')}`, O_RDWR | O_CREAT | O_TRUNC);
+    encodeIndexHeader(head, shard, m.indexCapacity, 0, pages, m.epoch, m.checkpointLsn, m.seed, crc32cWords(table, 0, pages));
+    fd = openFile(`${dir}/${shardFile('index', shard, 'bin')}`, O_RDWR | O_CREAT | O_TRUNC);
     try {
       resize(fd, indexFileBytes(m.indexCapacity), 'index file');
       writeAt(fd, head, 0, head.length, 0, 'index file');
@@ -207,17 +316,19 @@ export class Shard {
       closeFile(fd);
     }
 
-    closeFile(openFile(`${dir}/${shardFile('shard', index, 'wal')}`, O_RDWR | O_CREAT | O_TRUNC));
+    // Both log files, empty: the first checkpoint gives them their headers.
+    for (let g = 0; g < WAL_GENERATIONS; g++) closeFile(openFile(`${dir}/${walFile(shard, g)}`, O_RDWR | O_CREAT | O_TRUNC));
   }
 
-  constructor(dir: string, index: number, m: ShardManifest) {
+  constructor(dir: string, shard: number, m: ShardManifest) {
     this.dir = dir;
-    this.index = index;
+    this.number = shard;
     this.capacity = m.accountsPerShard;
     this.seed = m.seed;
-    this.dataName = shardFile('shard', index, 'bin');
-    this.indexName = shardFile('index', index, 'bin');
-    this.walName = shardFile('shard', index, 'wal');
+    this.dataName = shardFile('shard', shard, 'bin');
+    this.indexName = shardFile('index', shard, 'bin');
+    for (let g = 0; g < WAL_GENERATIONS; g++) this.logs.push(new WalLog(walFile(shard, g)));
+    this.log = this.logs[m.epoch & 1];
     this.dataBytes = this.capacity * 128;
     this.dataPages = Math.ceil(this.dataBytes / PAGE_SIZE);
     this.indexPages = m.indexCapacity / ENTRIES_PER_PAGE;
@@ -227,11 +338,14 @@ export class Shard {
       // Zero-filled allocations: the OS commits their pages as they are touched.
       this.loaded = new Uint8Array(Math.ceil(this.capacity / REGION_SLOTS));
       this.dirtyData = new Uint8Array(this.dataPages);
+      this.capturedData = new Uint8Array(this.dataPages);
       this.checked = new Uint8Array(this.capacity);
       this.pageCrcs = new Uint32Array(this.indexPages);
       this.idx = new Uint32Array(m.indexCapacity * 2);
       this.verified = new Uint8Array(this.indexPages);
       this.dirtyIdx = new Uint8Array(this.indexPages);
+      this.capturedIdx = new Uint8Array(this.indexPages);
+      this.idxBytes = Buffer.from(this.idx.buffer, this.idx.byteOffset, this.idx.byteLength);
       for (let first = 0; first < this.capacity; first += SEG_MASK + 1) {
         const slots = Math.min(SEG_MASK + 1, this.capacity - first);
         const seg = Buffer.alloc(Math.ceil(slots / REGION_SLOTS) * REGION_BYTES);
@@ -239,7 +353,7 @@ export class Shard {
         this.segs32.push(new Uint32Array(seg.buffer, seg.byteOffset, seg.length / 4));
       }
     } catch (e) {
-      fail(BatchStatus.IO_ERROR, `shard ${index}: cannot allocate memory for ${this.capacity} accounts and ` +
+      fail(BatchStatus.IO_ERROR, `shard ${shard}: cannot allocate memory for ${this.capacity} accounts and ` +
         `${m.indexCapacity} index entries: ${(e as Error).message}`);
     }
     try {
@@ -256,7 +370,7 @@ export class Shard {
       readAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
       readAt(this.indexFd, new Uint8Array(this.pageCrcs.buffer), 0, this.indexPages * 4, PAGE_SIZE, this.indexName);
 
-      this.walFd = openFile(`${dir}/${this.walName}`, O_RDWR | O_CREAT);
+      for (const log of this.logs) log.fd = openFile(`${dir}/${log.name}`, O_RDWR | O_CREAT);
     } catch (e) {
       this.close();
       throw e;
@@ -265,14 +379,21 @@ export class Shard {
 
   /** Closes the files (idempotent). */
   close(): void {
-    this.scan = undefined;
-    this.scan32 = undefined;
-    for (const fd of [this.walFd, this.indexFd, this.dataFd]) if (fd >= 0) closeFile(fd);
-    this.walFd = this.indexFd = this.dataFd = -1;
+    for (const fd of this.fds()) closeFile(fd);
+    this.forgetFds();
   }
 
   fds(): number[] {
-    return [this.walFd, this.indexFd, this.dataFd].filter((fd) => fd >= 0);
+    return [...this.logs.map((log) => log.fd), this.indexFd, this.dataFd].filter((fd) => fd >= 0);
+  }
+
+  /** Drops the descriptors (their owner closes them) and the recovery scans. */
+  forgetFds(): void {
+    for (const log of this.logs) {
+      log.fd = -1;
+      log.closeScan();
+    }
+    this.indexFd = this.dataFd = -1;
   }
 
   // ------------------------------------------------------------------ accounts
@@ -430,16 +551,23 @@ export class Shard {
     }
   }
 
-  /** Header check only: O(1). */
+  /**
+   * Header check only: O(1). Valid for the manifest's checkpoint, or one epoch ahead: the index of a background
+   * checkpoint that crashed after writing it and before its commit. Every entry in that one is of an account
+   * whose creation was durable in the log before the page was written (the write-ahead rule), so replaying
+   * both generations on top of it is exact; it never makes an open clean (indexAhead).
+   */
   loadIndex(m: ShardManifest): boolean {
     const h = this.head;
+    const epoch = Number(h.readBigUInt64LE(24));
+    const checkpointLsn = Number(h.readBigUInt64LE(32));
+    this.indexAhead = epoch === m.epoch + 1 && checkpointLsn >= m.checkpointLsn;
     const ok = h.readUInt32LE(60) === crc32cWords(new Uint32Array(h.buffer, h.byteOffset, 15), 0, 15) &&
-      h.readUInt32LE(0) === INDEX_MAGIC && h.readUInt32LE(4) === INDEX_VERSION && h.readUInt32LE(8) === this.index &&
+      h.readUInt32LE(0) === INDEX_MAGIC && h.readUInt32LE(4) === INDEX_VERSION && h.readUInt32LE(8) === this.number &&
       h.readUInt32LE(12) === m.indexCapacity && h.readUInt32LE(20) === this.indexPages &&
-      h.readBigUInt64LE(24) === BigInt(m.epoch) && h.readBigUInt64LE(32) === BigInt(m.checkpointLsn) &&
       h.readUInt32LE(40) === m.seed && h.readUInt32LE(16) <= this.capacity &&
       h.readUInt32LE(44) === crc32cWords(this.pageCrcs, 0, this.indexPages);
-    if (!ok) return false;
+    if (!ok || !((epoch === m.epoch && checkpointLsn === m.checkpointLsn) || this.indexAhead)) return false;
     this.count = h.readUInt32LE(16);
     this.verified.fill(0);
     return true;
@@ -487,25 +615,32 @@ export class Shard {
 
   // ------------------------------------------------------------------ log
 
-  /** Ensures file room for `n` more records after those written and staged. */
+  /** The file of the records of `epoch`. */
+  logOf(epoch: number): WalLog {
+    return this.logs[epoch & 1];
+  }
+
+  /** Ensures file room in the active log for `n` more records after those written and staged. */
   reserve(n: number): void {
+    const log = this.log;
     // Appends follow a header of the current epoch, never anything else.
-    if (this.walPos < WAL_RECORD_SIZE) fail(BatchStatus.IO_ERROR, `${this.walName}: log has no header to append to`);
-    const need = this.walPos + this.staged + n * WAL_RECORD_SIZE;
-    while (need > this.walMapped) {
-      // Small logs stay small (a quiet shard costs 256 KiB); busy ones grow by 4 MiB.
-      const chunk = Math.min(WAL_CHUNK, Math.max(WAL_FIRST_CHUNK, this.walMapped));
-      if (this.walMapped + chunk > WAL_RESERVATION) fail(BatchStatus.IO_ERROR, `log of shard ${this.index} is full`);
-      const target = this.walMapped + chunk;
-      const size = fileSize(this.walFd);
+    if (log.pos < WAL_RECORD_SIZE) fail(BatchStatus.IO_ERROR, `${log.name}: log has no header to append to`);
+    const need = log.pos + this.staged + n * WAL_RECORD_SIZE;
+    while (need > log.mapped) {
+      // Small logs stay small (a quiet shard costs 256 KiB); busy ones grow by 4 MiB. The boundaries are
+      // those of the native log (256K, 512K, 1M, 2M, 4M, 8M, ...), so both engines give a log the same size.
+      const chunk = Math.min(WAL_CHUNK, Math.max(WAL_FIRST_CHUNK, log.mapped));
+      if (log.mapped + chunk > WAL_RESERVATION) fail(BatchStatus.IO_ERROR, `log of shard ${this.number} is full`);
+      const target = log.mapped + chunk;
+      const size = fileSize(log.fd);
       if (size < target) {
         // Node has no fallocate: the file grows sparse. Refuse here, before the operation changes
         // anything, when the disk clearly cannot take the chunk (a write that still fails later
         // makes the ledger read-only, as a failed fsync does).
-        if (freeBytes(this.dir) < target - size) fail(BatchStatus.IO_ERROR, `allocate ${this.walName}: No space left on device`);
-        resize(this.walFd, target, this.walName);
+        if (freeBytes(this.dir) < target - size) fail(BatchStatus.IO_ERROR, `allocate ${log.name}: No space left on device`);
+        resize(log.fd, target, log.name);
       }
-      this.walMapped = target;
+      log.mapped = target;
     }
   }
 
@@ -522,9 +657,12 @@ export class Shard {
     return w;
   }
 
-  /** Appends the post-image of `slot` as a log record (to the staging buffer). */
+  /**
+   * Appends the post-image of `slot` as a log record of `epoch` (to the staging buffer); `durable` is the
+   * ledger's durable LSN now: every record of every log up to it is on stable storage.
+   */
   append(type: number, slot: number, lsn: number, epoch: number, legs: number, leg: number,
-    amountLo: number, amountHi: number, tsLo: number, tsHi: number): void {
+    amountLo: number, amountHi: number, tsLo: number, tsHi: number, durable: number): void {
     const w = this.stageWord();
     const s = this.stage32!;
     const u = this.segs32[slot >>> SEG_SHIFT];
@@ -538,13 +676,15 @@ export class Shard {
     s[w + W_LSN + 1] = hi32(lsn);
     s[w + W_EPOCH] = lo32(epoch);
     s[w + W_EPOCH + 1] = hi32(epoch);
-    s[w + W_SHARD] = this.index;
+    s[w + W_SHARD] = this.number;
     s[w + W_SLOT] = slot;
     s[w + W_LEGS] = legs;
     s[w + W_LEG] = leg;
     s[w + W_AMOUNT] = amountLo;
     s[w + W_AMOUNT + 1] = amountHi;
-    s[w + W_WINDOW] = 0;
+    s[w + W_DURABLE_LSN] = lo32(durable);
+    s[w + W_DURABLE_LSN + 1] = hi32(durable);
+    // (the reserved words after it are zero: nothing else is ever written there)
     if (this.checked[slot] === 1) {
       // The image's own CRC is right: reuse it for the 124 bytes it covers.
       let c = crcWords(0xffffffff, s, w, W_CRC);
@@ -553,109 +693,113 @@ export class Shard {
     } else {
       s[w + W_CRC] = walCrc(s, w);
     }
-    this.walLastLsn = lsn;
+    this.log.lastLsn = lsn;
   }
 
-  /** Writes the staged records to the kernel (one positioned write). */
+  /** Writes the staged records to the kernel (one positioned write into the active log). */
   flush(): void {
     const n = this.staged;
     if (n === 0) return;
-    writeAt(this.walFd, this.stage!, 0, n, this.walPos, this.walName);
-    this.walPos += n;
+    const log = this.log;
+    writeAt(log.fd, this.stage!, 0, n, log.pos, log.name);
+    log.pos += n;
     this.staged = 0;
   }
 
-  walBytes(): number {
-    return this.walPos + this.staged;
-  }
-
-  walResetTo(epoch: number, window: number, now: number): void {
-    this.closeWalScan();
-    this.staged = 0;
-    // As native: the file and its blocks are kept for the next epoch (the new
-    // header makes every old record stale); a log that grew far past what this
-    // epoch used is cut back.
-    if (fileSize(this.walFd) > 4 * this.walPos + WAL_CHUNK) {
-      this.walMapped = 0;
-      resize(this.walFd, 0, this.walName);
-    }
-    const h = Buffer.alloc(WAL_RECORD_SIZE);
-    const u = new Uint32Array(h.buffer, h.byteOffset, WAL_WORDS);
-    u[0] = WAL_MAGIC;
-    u[W_TIMESTAMP] = lo32(now);
-    u[W_TIMESTAMP + 1] = hi32(now);
-    u[W_TYPE] = WalType.HEADER;
-    u[W_EPOCH] = lo32(epoch);
-    u[W_EPOCH + 1] = hi32(epoch);
-    u[W_SHARD] = this.index;
-    u[W_WINDOW] = window;
-    u[W_CRC] = walCrc(u, 0);
-    writeAt(this.walFd, h, 0, WAL_RECORD_SIZE, 0, this.walName);
-    dataSyncOrThrow(this.walFd, this.walName);
-    this.walPos = WAL_RECORD_SIZE;
-    this.walLastLsn = 0;
+  /** Bytes of records in the active log after its header, written or staged. */
+  activeLogBytes(): number {
+    return this.log.recordBytes() + this.staged;
   }
 
   /**
-   * True when the file is a valid header of `epoch` followed by nothing, zeros, or an intact record of
-   * an earlier epoch (the file is reused); then appends may start after the header.
+   * Writes a HEADER of `epoch` over record 0 of `log` (not synced: the caller fsyncs); appends to it start
+   * after the header. As native: the file and its blocks are kept for the new epoch (the header makes every
+   * old record stale), unless it grew far past what its last use wrote; then it is cut back first.
    */
-  walHeaderOnly(epoch: number): boolean {
-    const size = fileSize(this.walFd);
+  resetLog(log: WalLog, epoch: number, now: number): void {
+    if (log === this.log) this.staged = 0;
+    if (fileSize(log.fd) > 4 * log.pos + WAL_CHUNK) {
+      resize(log.fd, 0, log.name);
+      log.mapped = 0;
+    }
+    encodeLogHeader(this.number, epoch, now);
+    writeAt(log.fd, HEADER, 0, WAL_RECORD_SIZE, 0, log.name);
+    log.pos = WAL_RECORD_SIZE;
+    log.lastLsn = 0;
+  }
+
+  /**
+   * True when `log` is a valid HEADER of `epoch` followed by nothing, zeros, or an intact record of an earlier
+   * epoch (the file is reused); then appends may start after the header. O(1): two records are read.
+   */
+  headerOnly(log: WalLog, epoch: number): boolean {
+    const size = fileSize(log.fd);
     if (size < WAL_RECORD_SIZE) return false;
     const n = size >= 2 * WAL_RECORD_SIZE ? 2 : 1;
-    const h = Buffer.alloc(2 * WAL_RECORD_SIZE);
-    readAt(this.walFd, h, 0, n * WAL_RECORD_SIZE, 0, this.walName);
-    const u = new Uint32Array(h.buffer, h.byteOffset, 2 * WAL_WORDS);
-    const ep = (w: number) => u[w + W_EPOCH] + u[w + W_EPOCH + 1] * TWO32;
-    if (!(u[0] === WAL_MAGIC && u[W_TYPE] === WalType.HEADER && ep(0) === epoch && u[W_SHARD] === this.index &&
+    const h = PROBE;
+    const u = PROBE32;
+    readAt(log.fd, h, 0, n * WAL_RECORD_SIZE, 0, log.name);
+    if (!(u[0] === WAL_MAGIC && u[W_TYPE] === WalType.HEADER && epochAt(u, 0) === epoch && u[W_SHARD] === this.number &&
       u[W_CRC] === walCrc(u, 0))) return false;
     if (n === 2) {
       const w = WAL_WORDS;
       const zero = ZEROS.compare(h, WAL_RECORD_SIZE, 2 * WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0;
-      const stale = u[w] === WAL_MAGIC && ep(w) < epoch && u[w + W_CRC] === walCrc(u, w);
+      const stale = u[w] === WAL_MAGIC && epochAt(u, w) < epoch && u[w + W_CRC] === walCrc(u, w);
       if (!zero && !stale) return false;
     }
-    this.walPos = WAL_RECORD_SIZE;
+    log.pos = WAL_RECORD_SIZE;
+    log.mapped = 0;
     return true;
   }
 
-  closeWalScan(): void {
-    this.scan = undefined;
-    this.scan32 = undefined;
+  /** True when the record after the header of `log` is an intact record of `epoch`: the file holds operations to replay. */
+  holdsRecordsOf(log: WalLog, epoch: number): boolean {
+    if (fileSize(log.fd) < 2 * WAL_RECORD_SIZE) return false;
+    const u = PROBE32;
+    readAt(log.fd, PROBE, 0, WAL_RECORD_SIZE, WAL_RECORD_SIZE, log.name);
+    return u[0] === WAL_MAGIC && epochAt(u, 0) === epoch && u[W_SHARD] === this.number && u[W_TYPE] !== WalType.HEADER &&
+      u[W_CRC] === walCrc(u, 0);
   }
 
-  /** Recovery pass 1: validate the log and find where this file is cut (native Shard::ScanWal). */
-  scanWal(epoch: number, checkpointLsn: number, fallbackWindow: number, repair: boolean): WalScan {
-    const out: WalScan = { validEnd: 0, droppedBytes: 0, records: 0, maxLsn: 0 };
-    const size = fileSize(this.walFd);
-    this.closeWalScan();
-    if (size > 0) {
-      if (size > 0xffffffff) fail(BatchStatus.IO_ERROR, `${this.walName}: log of ${size} bytes is too large to replay here`);
-      const b = Buffer.allocUnsafeSlow(size);
-      const got = readUpTo(this.walFd, b, 0, size, 0, this.walName);
-      b.fill(0, got);
-      this.scan = b;
-      this.scan32 = new Uint32Array(b.buffer, b.byteOffset, Math.floor(size / 4));
-    }
-    const b = this.scan!;
-    const u = this.scan32!;
+  /**
+   * Recovery pass 1 over one file (native LogReader::Scan): the valid prefix of `epoch`'s records, what stops
+   * it (a clean end, or damage), what lies after it, and the largest durable LSN any intact record of the
+   * epoch carries. The file stays in memory (log.scan) for the passes that follow.
+   */
+  scanLog(log: WalLog, epoch: number, checkpointLsn: number): LogScan {
+    const out: LogScan = { prefixEnd: 0, records: 0, damaged: false, droppedBytes: 0, durableLsn: 0, durableAt: 0 };
+    const size = fileSize(log.fd);
+    log.closeScan();
+    if (size > 0xffffffff) fail(BatchStatus.IO_ERROR, `${log.name}: log of ${size} bytes is too large to replay here`);
+    const b = Buffer.allocUnsafeSlow(size);
+    const got = readUpTo(log.fd, b, 0, size, 0, log.name);
+    b.fill(0, got);
+    const u = new Uint32Array(b.buffer, b.byteOffset, Math.floor(size / 4));
+    log.scan = b;
+    log.scan32 = u;
+    const shard = this.number;
     const eLo = lo32(epoch);
     const eHi = hi32(epoch);
-    const belongs = (w: number): boolean =>
-      u[w] === WAL_MAGIC && u[w + W_EPOCH] === eLo && u[w + W_EPOCH + 1] === eHi && u[w + W_SHARD] === this.index &&
+    const intact = (w: number): boolean => u[w] === WAL_MAGIC && u[w + W_CRC] === walCrc(u, w);
+    const ours = (w: number): boolean =>
+      u[w] === WAL_MAGIC && u[w + W_EPOCH] === eLo && u[w + W_EPOCH + 1] === eHi && u[w + W_SHARD] === shard &&
       u[w + W_CRC] === walCrc(u, w);
+    const noteDurable = (w: number, off: number): void => {
+      const d = u[w + W_DURABLE_LSN] + u[w + W_DURABLE_LSN + 1] * TWO32;
+      if (d > out.durableLsn) {
+        out.durableLsn = d;
+        out.durableAt = off;
+      }
+    };
     const full = Math.floor(size / WAL_RECORD_SIZE) * WAL_RECORD_SIZE;
-    let window = fallbackWindow;
     let off = 0;
-    if (full >= WAL_RECORD_SIZE && belongs(0) && u[W_TYPE] === WalType.HEADER) {
-      window = u[W_WINDOW];
+    if (full >= WAL_RECORD_SIZE && ours(0) && u[W_TYPE] === WalType.HEADER) {
       off = WAL_RECORD_SIZE;
       let prevLsn = 0;
       let prevLeg = 0;
       for (; off < full; off += WAL_RECORD_SIZE) {
         const w = off >>> 2;
-        if (!belongs(w)) break;
+        if (!ours(w)) break;
         const type = u[w + W_TYPE];
         const legs = u[w + W_LEGS];
         const leg = u[w + W_LEG];
@@ -667,52 +811,56 @@ export class Shard {
         prevLsn = lsn;
         prevLeg = leg;
         out.records++;
-        out.maxLsn = lsn;
+        noteDurable(w, off);
       }
     }
-    out.validEnd = off;
-    // Everything from `off` on is cut. That is a torn tail only if what follows
-    // could still have been unsynced: at most `window` valid records.
-    let validAfter = 0;
+    out.prefixEnd = log.prefixEnd = off;
+    // What stops the prefix: a clean end (end of file, space extended ahead of the writer and never
+    // written, a record left over from an earlier epoch of this reused file) or damage. Everything after
+    // it is cut; the intact records of this epoch there still tell how far the log was durable.
+    let first = true;
     for (let o = off; o < full; o += WAL_RECORD_SIZE) {
       const w = o >>> 2;
-      if (belongs(w) && u[w + W_TYPE] !== WalType.HEADER) {
-        validAfter++;
+      let clean = false;
+      if (ours(w) && u[w + W_TYPE] !== WalType.HEADER) {
         out.droppedBytes += WAL_RECORD_SIZE;
+        noteDurable(w, o);
       } else if (ZEROS.compare(b, o, o + WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0) {
-        // space extended ahead of the writer and never written
-      } else if (u[w] === WAL_MAGIC && u[w + W_EPOCH] + u[w + W_EPOCH + 1] * TWO32 < epoch) {
-        // left over from an earlier epoch (the file is reused): stale, not damage
-      } else {
+        clean = true;
+      } else if (intact(w) && epochAt(u, w) < epoch) {
+        clean = true;
+      } else if (!(o === 0 && intact(w))) {
         out.droppedBytes += WAL_RECORD_SIZE;
+      } else {
+        // record 0 that is an intact record of another epoch or shard: a file not yet stamped for this
+        // epoch, no damage
+        clean = true;
       }
+      if (first) out.damaged = !clean;
+      first = false;
     }
     for (let o = full; o < size; o++) {
       if (b[o] !== 0) {
         out.droppedBytes += size - full;
+        if (first) out.damaged = true;
         break;
       }
     }
-    if (!repair && window !== 0xffffffff && validAfter > window) {
-      fail(BatchStatus.CORRUPTION, `${this.walName}: damaged record at offset ${off} is followed by ${validAfter} valid records ` +
-        `(more than one sync window of ${window})`);
-    }
-    this.scanEnd = out.validEnd;
     return out;
   }
 
-  /** LSN and type of the first record kept by the scan; lsn 0 when there is none. */
-  firstLsn(): { lsn: number; type: number } {
-    if (this.scanEnd <= WAL_RECORD_SIZE) return { lsn: 0, type: 0 };
-    const u = this.scan32!;
+  /** LSN and type of the first record of the prefix the scan kept; lsn 0 when there is none. */
+  firstLsn(log: WalLog): { lsn: number; type: number } {
+    if (log.prefixEnd <= WAL_RECORD_SIZE) return { lsn: 0, type: 0 };
+    const u = log.scan32!;
     const w = WAL_RECORD_SIZE >>> 2;
     return { lsn: u[w + W_LSN] + u[w + W_LSN + 1] * TWO32, type: u[w + W_TYPE] };
   }
 
-  /** Recovery pass 2: count the legs of each transaction (all shards together decide the cut). */
-  countWal(base: number, counts: Uint32Array, legs: Uint32Array): void {
-    const u = this.scan32!;
-    for (let o = WAL_RECORD_SIZE; o < this.scanEnd; o += WAL_RECORD_SIZE) {
+  /** Recovery pass 2: count the legs of each transaction (all files together decide the cut). */
+  countLog(log: WalLog, base: number, counts: Uint32Array, legs: Uint32Array): void {
+    const u = log.scan32!;
+    for (let o = WAL_RECORD_SIZE; o < log.prefixEnd; o += WAL_RECORD_SIZE) {
       const w = o >>> 2;
       const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
       if (lsn < base || lsn - base >= counts.length) continue;
@@ -723,15 +871,15 @@ export class Shard {
     }
   }
 
-  /** Recovery pass 3: applies every record below the global cut; returns how many. */
-  applyWal(cutLsn: number, indexValid: boolean, dropped: { bytes: number }): number {
+  /** Recovery pass 3: applies every record of the prefix below the global cut; returns how many. */
+  applyLog(log: WalLog, cutLsn: number, indexValid: boolean, dropped: { bytes: number }): number {
     let applied = 0;
-    const u = this.scan32;
-    for (let o = WAL_RECORD_SIZE; o < this.scanEnd; o += WAL_RECORD_SIZE) {
+    const u = log.scan32;
+    for (let o = WAL_RECORD_SIZE; o < log.prefixEnd; o += WAL_RECORD_SIZE) {
       const w = o >>> 2;
       const lsn = u![w + W_LSN] + u![w + W_LSN + 1] * TWO32;
       if (lsn >= cutLsn) {
-        dropped.bytes += this.scanEnd - o;
+        dropped.bytes += log.prefixEnd - o;
         break;
       }
       const slot = u![w + W_SLOT];
@@ -750,12 +898,12 @@ export class Shard {
           this.idx[this.pos * 2 + 1] = hash;
           this.dirtyIdx[this.pos >>> 9] = 1;
         } else if (found !== slot) {
-          fail(BatchStatus.CORRUPTION, `${this.walName}: account at offset ${o} names slot ${slot} but the index holds it at slot ${found}`);
+          fail(BatchStatus.CORRUPTION, `${log.name}: account at offset ${o} names slot ${slot} but the index holds it at slot ${found}`);
         }
       }
       applied++;
     }
-    this.closeWalScan();
+    log.closeScan();
     return applied;
   }
 
@@ -778,10 +926,11 @@ export class Shard {
     return n;
   }
 
+  // Foreground: no operation runs, the live sets are written from the pages themselves.
+
   /** Writes dirty pages back (runs of pages in one write each), then fdatasync. */
   writeBackData(): void {
     const d = this.dirtyData;
-    const pagesPerSeg = (SEG_MASK + 1) / SLOTS_PER_PAGE;
     for (let p = 0; p < d.length;) {
       if (d[p] === 0) {
         p++;
@@ -789,10 +938,10 @@ export class Shard {
       }
       let e = p + 1;
       // a run ends at a clean page or at a segment boundary
-      while (e < d.length && d[e] !== 0 && e % pagesPerSeg !== 0) e++;
+      while (e < d.length && d[e] !== 0 && e % SEG_PAGES !== 0) e++;
       const off = p * PAGE_SIZE;
       const len = Math.min((e - p) * PAGE_SIZE, this.dataBytes - off);
-      writeAt(this.dataFd, this.segs[Math.floor(p / pagesPerSeg)], (p % pagesPerSeg) * PAGE_SIZE, len, off, this.dataName);
+      writeAt(this.dataFd, this.segs[Math.floor(p / SEG_PAGES)], (p % SEG_PAGES) * PAGE_SIZE, len, off, this.dataName);
       p = e;
     }
     crashPoint('checkpoint:after-data-write');
@@ -809,15 +958,103 @@ export class Shard {
       }
       let e = p;
       for (; e < d.length && d[e] !== 0; e++) this.pageCrcs[e] = crc32cWords(this.idx, e * 1024, 1024);
-      writeAt(this.indexFd, new Uint8Array(this.idx.buffer, p * PAGE_SIZE, (e - p) * PAGE_SIZE), 0, (e - p) * PAGE_SIZE,
-        this.entriesOff + p * PAGE_SIZE, this.indexName);
+      writeAt(this.indexFd, this.idxBytes, p * PAGE_SIZE, (e - p) * PAGE_SIZE, this.entriesOff + p * PAGE_SIZE, this.indexName);
       p = e;
     }
-    encodeIndexHeader(this.head, this.index, this.mask + 1, this.count, this.indexPages, next.epoch, next.checkpointLsn,
-      this.seed, crc32cWords(this.pageCrcs, 0, this.indexPages));
-    writeAt(this.indexFd, new Uint8Array(this.pageCrcs.buffer), 0, this.indexPages * 4, PAGE_SIZE, this.indexName);
-    writeAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
+    const table = this.writeIndexTable(0, this.indexPages, 0xffffffff);
+    this.writeIndexHeader(next, this.count, ~table >>> 0);
     dataSyncOrThrow(this.indexFd, this.indexName);
+  }
+
+  // Background: the captured sets, copied out a chunk at a time while operations go on changing the pages
+  // (native Shard::WritePages). The core makes the log durable as far as the copy may reach before it
+  // writes the copy: the file never holds a change that the log could lose.
+
+  /** The hand-over: the live sets become the captured ones (those are all zero) and start empty. */
+  capture(): void {
+    const d = this.capturedData;
+    this.capturedData = this.dirtyData;
+    this.dirtyData = d;
+    const x = this.capturedIdx;
+    this.capturedIdx = this.dirtyIdx;
+    this.dirtyIdx = x;
+    this.anyDirty = false;
+    this.capturedCount = this.count;
+    this.capturedRebuilds = this.indexRebuilds;
+  }
+
+  /**
+   * Copies captured data pages from `page` on into `chunk` (up to CHUNK_PAGES; their captured flags are
+   * cleared); returns the page to go on from, dataPages when the set is done.
+   */
+  copyCapturedData(page: number, chunk: Chunk): number {
+    const d = this.capturedData;
+    chunk.n = 0;
+    while (chunk.n < CHUNK_PAGES) {
+      const p = d.indexOf(1, page);
+      if (p < 0) return d.length;
+      d[p] = 0;
+      const off = (p % SEG_PAGES) * PAGE_SIZE;
+      this.segs[Math.floor(p / SEG_PAGES)].copy(chunk.buf, chunk.n * PAGE_SIZE, off, off + PAGE_SIZE);
+      chunk.pages[chunk.n++] = p;
+      page = p + 1;
+    }
+    return page;
+  }
+
+  writeDataChunk(chunk: Chunk): void {
+    writeChunk(this.dataFd, chunk, 0, this.dataBytes, this.dataName);
+  }
+
+  /** As copyCapturedData, for index pages; notes the CRC of each copy. */
+  copyCapturedIndex(page: number, chunk: Chunk): number {
+    const d = this.capturedIdx;
+    chunk.n = 0;
+    while (chunk.n < CHUNK_PAGES) {
+      const p = d.indexOf(1, page);
+      if (p < 0) return d.length;
+      d[p] = 0;
+      const at = chunk.n * PAGE_SIZE;
+      this.idxBytes.copy(chunk.buf, at, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      chunk.crcs[chunk.n] = crc32cWords(chunk.words, at >>> 2, PAGE_SIZE / 4);
+      chunk.pages[chunk.n++] = p;
+      page = p + 1;
+    }
+    return page;
+  }
+
+  /** Writes index page copies; the CRC table then names what the file holds. */
+  writeIndexChunk(chunk: Chunk): void {
+    writeChunk(this.indexFd, chunk, this.entriesOff, this.indexPages * PAGE_SIZE, this.indexName);
+    for (let i = 0; i < chunk.n; i++) this.pageCrcs[chunk.pages[i]] = chunk.crcs[i];
+  }
+
+  /** Writes `n` entries of the page-CRC table from entry `first`; returns the raw CRC state carried over them. */
+  writeIndexTable(first: number, n: number, state: number): number {
+    writeAt(this.indexFd, new Uint8Array(this.pageCrcs.buffer, this.pageCrcs.byteOffset + first * 4, n * 4), 0, n * 4,
+      PAGE_SIZE + first * 4, this.indexName);
+    return crcWords(state, this.pageCrcs, first, n);
+  }
+
+  /**
+   * The header naming `next` (with `count` accounts and the table's CRC); or, when the index was rebuilt since
+   * the hand-over (its copies may have been taken half cleared), an invalid one: the next open rebuilds it
+   * and the next checkpoint writes it whole.
+   */
+  writeIndexHeader(next: ShardManifest, count: number, tableCrc: number, valid = true): void {
+    if (valid) {
+      encodeIndexHeader(this.head, this.number, this.mask + 1, count, this.indexPages, next.epoch, next.checkpointLsn,
+        this.seed, tableCrc);
+    } else {
+      this.head.fill(0);
+    }
+    writeAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
+  }
+
+  /** After a background checkpoint that stopped part way: nothing stays captured. */
+  dropCaptured(): void {
+    this.capturedData.fill(0);
+    this.capturedIdx.fill(0);
   }
 
   clearDirty(): void {
