@@ -1,7 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import bs58 from 'bs58';
 import { BatchStatus } from '../../dist/index.js';
-import { engines, expectLedgerError, key, Ledger, mintOps, open, stateHash, tmpDir, transferOps } from './helpers';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import {
+  dirDigest, engines, expectLedgerError, key, Ledger, mintOps, open, stateHash, tmpDir, transferOps,
+} from './helpers';
 
 const MAX = (1n << 64n) - 1n;
 
@@ -170,16 +174,68 @@ describe.each(engines)('%s engine: operations', (engine) => {
     expect(s.fsyncs - before).toBeLessThanOrEqual(2);
   });
 
-  it('never lets more than one sync window (64 x syncEvery records) go unsynced', async () => {
+  it('invalid maxUnsyncedRecords, checkpointEveryBytes and checkpointIntervalMs are INVALID_OPTIONS and change nothing', async () => {
+    const bad: Record<string, unknown>[] = [
+      // a transfer logs two records: a bound below 2 could never admit one
+      ...[0, 1, -4, 2.5, Number.NaN, Number.POSITIVE_INFINITY, '64', 2 ** 41, null].map((v) => ({ maxUnsyncedRecords: v })),
+      ...[0, 1, 4095, -4096, 4096.5, Number.NaN, '65536', 2 ** 49, true].map((v) => ({ checkpointEveryBytes: v })),
+      ...[-1, 0.5, Number.NaN, '200', 2 ** 31 + 1, {}].map((v) => ({ checkpointIntervalMs: v })),
+    ];
+    // a new ledger: nothing is created
+    for (const b of bad) {
+      const dir = path.join(tmpDir(), 'ledger');
+      await expect(Ledger.open(dir, { engine, ...b } as never), JSON.stringify(b)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(fs.existsSync(dir), JSON.stringify(b)).toBe(false);
+    }
+    // an existing one: no byte changes, and it still opens clean
+    const dir = tmpDir();
+    const l = await open(dir, engine);
+    l.mint(key(1), 5n);
+    await l.close();
+    const before = dirDigest(dir);
+    for (const b of bad) {
+      await expect(Ledger.open(dir, { engine, ...b } as never), JSON.stringify(b)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+      expect(dirDigest(dir), JSON.stringify(b)).toEqual(before);
+    }
+    // the smallest values that are allowed
+    ledger = await Ledger.open(dir, { engine, maxUnsyncedRecords: 2, checkpointEveryBytes: 4096, checkpointIntervalMs: 0 });
+    expect(ledger.recovery.mode).toBe('clean');
+    expect(ledger.balance(key(1))).toBe(5n);
+  });
+
+  it('never lets more than maxUnsyncedRecords log records go unsynced (default 8 x syncEvery)', async () => {
     ledger = await open(tmpDir(), engine, { syncEvery: 4, syncIntervalMs: 100_000 });
     let max = 0n;
     for (let i = 0; i < 3000; i++) {
-      ledger.mint(key(i % 50), 1n);
+      ledger.mint(key(i % 50), 1n); // one record each
       const s = ledger.stats();
       if (s.lsn - s.durableLsn > max) max = s.lsn - s.durableLsn;
     }
-    expect(max).toBeLessThanOrEqual(256n);
+    expect(max).toBeLessThanOrEqual(32n);
     expect(max).toBeGreaterThan(0n);
+  });
+
+  it('maxUnsyncedRecords bounds unsynced records, not operations: a transfer is two', async () => {
+    ledger = await open(tmpDir(), engine, { syncEvery: 1_000_000, syncIntervalMs: 2 ** 31, maxUnsyncedRecords: 10 });
+    for (let i = 0; i < 20; i++) ledger.mint(key(i), 1000n);
+    let max = 0n;
+    const note = () => {
+      const s = ledger!.stats();
+      if (s.lsn - s.durableLsn > max) max = s.lsn - s.durableLsn;
+    };
+    for (let i = 0; i < 500; i++) {
+      ledger.mint(key(i % 20), 1n);
+      note();
+      ledger.transfer(key(i % 20), key((i + 7) % 20), 1n);
+      note();
+    }
+    // mint, transfer, mint, ...: 10 records hold at most 7 operations (a bound on operations would allow 10)
+    expect(max).toBeLessThanOrEqual(7n);
+    expect(max).toBeGreaterThan(0n);
+    const s = ledger.stats();
+    ledger.mint(key(0), 1n);
+    await ledger.sync();
+    expect(ledger.stats().durableLsn).toBe(s.lsn + 1n);
   });
 
   it('syncIntervalMs makes a lone write durable without sync()', async () => {

@@ -68,12 +68,16 @@ export function fileDiffs(a: string, b: string, which = STATE_FILES): string[] {
 }
 
 /**
- * Log files compared record by record, except each record's timestamp (bytes 4..12, informational)
- * and, because it covers the timestamp, its CRC (bytes 16..20).
+ * Log files (both generations of every shard) compared record by record, except each record's timestamp
+ * (bytes 4..12, informational), the durable LSN it carries (bytes 188..196: how far the group fsyncs had got,
+ * which depends on timing) and, because it covers both, its CRC (bytes 16..20).
  */
 export function walDiffs(a: string, b: string): string[] {
   const out: string[] = [];
-  for (const f of fs.readdirSync(a).filter((n) => n.endsWith('.wal')).sort()) {
+  const wals = (d: string) => fs.readdirSync(d).filter((n) => n.endsWith('.wal')).sort();
+  if (wals(a).join() !== wals(b).join()) out.push(`log files: ${wals(a).join(', ')} vs ${wals(b).join(', ')}`);
+  for (const f of wals(a)) {
+    if (!fs.existsSync(path.join(b, f))) continue;
     const x = fs.readFileSync(path.join(a, f));
     const y = fs.readFileSync(path.join(b, f));
     if (x.length !== y.length) {
@@ -84,7 +88,7 @@ export function walDiffs(a: string, b: string): string[] {
       const end = Math.min(o + 224, x.length);
       for (let i = o; i < end; i++) {
         const r = i - o;
-        if ((r >= 4 && r < 12) || (r >= 16 && r < 20)) continue;
+        if ((r >= 4 && r < 12) || (r >= 16 && r < 20) || (r >= 188 && r < 196)) continue;
         if (x[i] !== y[i]) {
           out.push(`${f}: record at ${o} differs at byte ${r}`);
           break;
