@@ -543,11 +543,13 @@ void Core::CheckpointSync(bool force) {
     else if (started_) WriteImageJournal();
     CrashPoint("checkpoint:after-wal-sync");
     WriteBackAndCommit(next, nullptr);
-    // 3. Fresh logs: the active generation and the next one, prepared.
+    // 3. Fresh logs: the active generation and the next one, prepared. The
+    //    checkpoint of a recovery (before start) empties the files, so that
+    //    damage it cut is not met again by later opens.
     uint64_t now = WallMs();
     for (auto& s : shards_) {
-      s->log(next.epoch).ResetTo(next.epoch, now);
-      s->log(next.epoch + 1).ResetTo(next.epoch + 1, now);
+      s->log(next.epoch).ResetTo(next.epoch, now, !started_);
+      s->log(next.epoch + 1).ResetTo(next.epoch + 1, now, !started_);
       s->CheckpointDone();
     }
     CrashPoint("checkpoint:after-wal-reset");

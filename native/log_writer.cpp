@@ -93,14 +93,14 @@ int LogWriter::Flush() {
   return 0;
 }
 
-void LogWriter::ResetTo(uint64_t epoch, uint64_t timestamp) {
+void LogWriter::ResetTo(uint64_t epoch, uint64_t timestamp, bool truncate) {
   staged_ = 0;
   // The file and its blocks are kept for a later epoch: overwriting blocks
   // that are allocated and written costs a fraction of extending the file
   // (measured 2-3x), and the header's new epoch makes every old record stale.
   // A log that grew far past what its epoch used is cut back.
   uint64_t used = pos_.load(std::memory_order_relaxed);
-  if (FileSize(fd_) > 4 * used + kWalChunk) {
+  if (truncate || FileSize(fd_) > 4 * used + kWalChunk) {
     Resize(fd_, 0, name_);
     bound_ = 0;
   }

@@ -39,10 +39,15 @@ class LogWriter {
   int Flush();        // writes the staged records; returns errno (0: done)
   size_t staged() const { return staged_; }
   // Bytes of records after the header, written or staged.
-  uint64_t record_bytes() const { return pos_.load(std::memory_order_relaxed) + staged_ - kWalRecordSize; }
+  uint64_t record_bytes() const {
+    uint64_t pos = pos_.load(std::memory_order_relaxed);
+    return pos < kWalRecordSize ? 0 : pos + staged_ - kWalRecordSize;
+  }
 
   // A HEADER of `epoch` over record 0, fdatasynced; appends start after it.
-  void ResetTo(uint64_t epoch, uint64_t timestamp);
+  // `truncate`: drop everything after it too (after a recovery, so that
+  // damage it cut is not met again by every later open).
+  void ResetTo(uint64_t epoch, uint64_t timestamp, bool truncate = false);
   // True when the file is a HEADER of `epoch` followed by nothing, zeros or
   // intact records of earlier epochs; then appends may start after it.
   bool HeaderOnly(uint64_t epoch);
