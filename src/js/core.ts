@@ -20,7 +20,9 @@ import { BatchStatus, LedgerError, errorFor } from '../errors';
 import type { EngineCore, EngineOptions, EngineStats, ReplayResult } from '../engine';
 import { MANIFEST_FILE, WalType, encodeManifest, type Manifest } from '../format';
 import { bucketOf, hashKeyBytes, hashKeyWords, loadKeyBytes, loadKeyWords, shardOf } from './hash';
-import { A_LAMPORTS, A_LSN, Chunk, Shard, type LogScan, type ShardManifest, type WalLog } from './shard';
+import {
+  A_LAMPORTS, A_LSN, Chunk, SLICE_PAGES, Shard, WRITEBACK_PAGES, type LogScan, type ShardManifest, type WalLog,
+} from './shard';
 import {
   EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, fail, loadHooks, openDir,
   renameTemp, replaceFile, statusOf, syncDir, writeTemp,
@@ -36,6 +38,10 @@ const MAX_TIMER_MS = 0x7fffffff;
 const PF = 16;
 /** Work a background-checkpoint slice does on the event loop before it lets the loop go on (ms). */
 const SLICE_MS = 1;
+/** A slowed writer finds the event loop starved when it has not turned for this long (ms): see slowDown. */
+const STARVED_MS = 5;
+/** What a slowed writer sleeps on (Atomics.wait with a timeout: nobody ever notifies it). */
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
 /** Page-CRC table entries a slice writes (256 KiB of table, and its CRC). */
 const TABLE_SLICE = 65536;
 // What the steps of a background checkpoint wait for when they yield (Background.wait).
@@ -110,12 +116,13 @@ class Background {
     this.promise.catch(() => {});
   }
 
-  /** The steps yield next for the fdatasync of these files. */
+  /** The steps yield next for the fdatasync of the files they push to waitFds (and waitNames). */
   fsync(): void {
     this.wait = FSYNC;
     this.waitFds.length = 0;
     this.waitNames.length = 0;
   }
+
 }
 
 export class JsCore implements EngineCore {
@@ -165,6 +172,12 @@ export class JsCore implements EngineCore {
   private lastCheckpointMs = 0;
   private lastCheckpointAt = 0;
   private readonly pumpBound = (bg: Background): void => this.pump(bg);
+  /** Set by a slowed writer, cleared at the next turn of the event loop: the loop is starved while it stays. */
+  private heartbeat: NodeJS.Immediate | undefined;
+  private heartbeatAt = 0;
+  private readonly heartbeatBound = (): void => {
+    this.heartbeat = undefined;
+  };
 
   /** Shards with records in their staging buffers. */
   private readonly pending: Shard[] = [];
@@ -464,7 +477,7 @@ export class JsCore implements EngineCore {
         this.inflight++;
         const name = log.name;
         fs.fdatasync(log.fd, (e) => {
-          this.fsyncDone();
+          this.poolOpDone();
           if (e && error === undefined) error = `fsync ${name}: ${errText(e)}`;
           done();
         });
@@ -474,7 +487,7 @@ export class JsCore implements EngineCore {
   }
 
   /** After every fdatasync on the pool: descriptors waiting for it to finish may close now. */
-  private fsyncDone(): void {
+  private poolOpDone(): void {
     if (--this.inflight === 0 && this.fdsToClose.length > 0) this.releaseFds();
   }
 
@@ -584,10 +597,7 @@ export class JsCore implements EngineCore {
       if (this.bg === undefined) {
         if (this.handoverBytes >= this.checkpointEvery) this.beginBackground();
       } else if (!this.throttled && this.handoverBytes + this.committingBytes > 2 * this.checkpointEvery) {
-        // The log has outrun the checkpoint. Native makes the call wait up to a millisecond for its thread;
-        // here the checkpoint runs on this thread, and a loop of synchronous writes would starve it, so the
-        // call does one slice of its work instead (blocking on an fsync if that is what the slice needs).
-        // Once per call, as there: writers are slowed, never stopped.
+        // The log has outran the checkpoint: the call is slowed (see slowDown), once per call as native.
         this.throttled = true;
         this.slowDown();
         if (this.failed) return IO_ERROR;
@@ -1005,12 +1015,13 @@ export class JsCore implements EngineCore {
       replaceFile(this.dir, MANIFEST_FILE, encodeShardManifest(next));
       this.manifest = next;
       crashPoint('checkpoint:after-manifest');
-      // 3. Fresh logs: the active generation, and the next one prepared for a background checkpoint.
+      // 3. Fresh logs: the active generation, and the next one prepared for a background checkpoint. The
+      //    checkpoint of a recovery (before start) empties the files, so that damage it cut is not met again.
       const now = Date.now();
       for (const s of this.shards) {
         for (let e = next.epoch; e <= next.epoch + 1; e++) {
           const log = s.logOf(e);
-          s.resetLog(log, e, now);
+          s.resetLog(log, e, now, !this.started);
           dataSyncOrThrow(log.fd, log.name);
         }
         s.log = s.logOf(next.epoch);
@@ -1096,8 +1107,8 @@ export class JsCore implements EngineCore {
   /**
    * The write-back of a background checkpoint (native Core::WriteCheckpoint, on its thread there). Every
    * `yield` waits for what bg.wait says. Pages may hold changes newer than C' (operations go on between the
-   * steps): each chunk is copied, then the log is made durable as far as the LSN after the copy, then the
-   * copy is written, so the files never hold a change the log could lose.
+   * steps): up to WRITEBACK_PAGES are copied (a slice at a time), then the log is made durable as far as the
+   * LSN after the last copy, then the copies are written, so the files never hold a change the log could lose.
    */
   private *backgroundSteps(bg: Background): Generator<void, void, void> {
     const next = bg.next;
@@ -1111,15 +1122,22 @@ export class JsCore implements EngineCore {
     // 2. The captured data pages, then an fsync of every shard file.
     for (const s of shards) {
       for (let page = 0; page < s.dataPages;) {
-        page = s.copyCapturedData(page, chunk);
-        if (chunk.n > 0) {
-          bg.wait = DURABLE;
-          bg.waitLsn = this.lsn;
+        chunk.n = 0;
+        while (page < s.dataPages && chunk.n < WRITEBACK_PAGES) {
+          page = s.copyCapturedData(page, chunk, SLICE_PAGES);
+          bg.wait = SLICE;
           yield;
-          s.writeDataChunk(chunk);
         }
-        bg.wait = SLICE;
+        if (chunk.n === 0) continue;
+        bg.wait = DURABLE;
+        bg.waitLsn = this.lsn;
         yield;
+        for (let i = 0; i < chunk.n; i += SLICE_PAGES) {
+          s.planDataWrites(chunk, i, Math.min(chunk.n, i + SLICE_PAGES));
+          chunk.writePlanned(s.dataFd, s.dataName);
+          bg.wait = SLICE;
+          yield;
+        }
       }
     }
     crashPoint('checkpoint:after-data-write');
@@ -1134,15 +1152,24 @@ export class JsCore implements EngineCore {
     //    count at the hand-over; then an fsync of every index file.
     for (const s of shards) {
       for (let page = 0; page < s.indexPages;) {
-        page = s.copyCapturedIndex(page, chunk);
-        if (chunk.n > 0) {
-          bg.wait = DURABLE;
-          bg.waitLsn = this.lsn;
+        chunk.n = 0;
+        while (page < s.indexPages && chunk.n < WRITEBACK_PAGES) {
+          page = s.copyCapturedIndex(page, chunk, SLICE_PAGES);
+          bg.wait = SLICE;
           yield;
-          s.writeIndexChunk(chunk);
         }
-        bg.wait = SLICE;
+        if (chunk.n === 0) continue;
+        bg.wait = DURABLE;
+        bg.waitLsn = this.lsn;
         yield;
+        for (let i = 0; i < chunk.n; i += SLICE_PAGES) {
+          const to = Math.min(chunk.n, i + SLICE_PAGES);
+          s.planIndexWrites(chunk, i, to);
+          chunk.writePlanned(s.indexFd, s.indexName);
+          s.indexCopiesWritten(chunk, i, to);
+          bg.wait = SLICE;
+          yield;
+        }
       }
       let table = 0xffffffff;
       for (let first = 0; first < s.indexPages; first += TABLE_SLICE) {
@@ -1258,7 +1285,7 @@ export class JsCore implements EngineCore {
       left++;
       this.inflight++;
       fs.fdatasync(bg.waitFds[i], (e) => {
-        this.fsyncDone();
+        this.poolOpDone();
         if (e && error === undefined) error = `fsync ${name}: ${errText(e)}`;
         done();
       });
@@ -1354,12 +1381,40 @@ export class JsCore implements EngineCore {
     return err;
   }
 
-  /** A writer outran the checkpoint: one slice of it, on this thread (see admit). */
+  /**
+   * A write call found the log since the last commit past twice checkpointEveryBytes while a checkpoint runs.
+   * Native makes the call wait up to a millisecond for the checkpoint's thread. Here the checkpoint needs this
+   * thread, and a loop of synchronous writes would starve it, so the call works for it instead: when the
+   * checkpoint can go on, the call runs a slice of it; when it waits for I/O on the pool, the call sleeps up to a
+   * millisecond as native does (the pool works meanwhile), unless the event loop has not turned since the last
+   * slowed call some milliseconds ago (its callbacks cannot run): then the call meets the wait itself, blocking on
+   * the fsync. Writers are slowed, never stopped, and a starved checkpoint still finishes.
+   */
   private slowDown(): void {
     const bg = this.bg;
     if (bg === undefined) return;
+    // What the call staged so far goes to the kernel first: a group fsync the slice starts covers it.
+    this.flushAll();
+    if (this.failed) return;
     try {
-      this.driveInline(bg, false);
+      if (bg.met) {
+        if (bg.immediate !== undefined) {
+          clearImmediate(bg.immediate);
+          bg.immediate = undefined;
+        }
+        this.pump(bg);
+        return;
+      }
+      const now = performance.now();
+      if (this.heartbeat !== undefined && now - this.heartbeatAt >= STARVED_MS) {
+        this.driveInline(bg, false);
+        return;
+      }
+      if (this.heartbeat === undefined) {
+        this.heartbeatAt = now;
+        this.heartbeat = setImmediate(this.heartbeatBound);
+      }
+      Atomics.wait(SLEEP, 0, 0, SLICE_MS);
     } catch {
       // the ledger is read-only now; the caller sees that
     }
@@ -1387,6 +1442,8 @@ export class JsCore implements EngineCore {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.heartbeat !== undefined) clearImmediate(this.heartbeat);
+    this.heartbeat = undefined;
     const bg = this.bg;
     if (bg !== undefined) {
       // Ledger.close() finishes a checkpoint in progress first (checkpointSync). One still here is

@@ -71,8 +71,13 @@ const W_LEGS = 43;
 const W_LEG = 44;
 const W_AMOUNT = 45;
 const W_DURABLE_LSN = 47;
-/** Pages copied per write-back chunk: 1 MiB, as native kWriteBackPages. */
-export const CHUNK_PAGES = 256;
+/**
+ * Background write-back: pages copied before one wait for the log to be durable (8 MiB: the wait is a group
+ * fsync, so fewer and larger batches than native's 1 MiB, whose thread can afford to wait), and pages copied
+ * or written per event-loop slice (1 MiB, well under a millisecond of work).
+ */
+export const WRITEBACK_PAGES = 2048;
+export const SLICE_PAGES = 256;
 
 function freeBytes(dir: string): number {
   try {
@@ -173,28 +178,46 @@ export class WalLog {
 }
 
 /**
- * Scratch of a background write-back: up to CHUNK_PAGES page copies, their page numbers and (index pages) the
- * CRC of each copy. One per core, reused.
+ * Scratch of a background write-back: up to WRITEBACK_PAGES page copies, their page numbers and (index pages)
+ * the CRC of each copy; and the writes planned from them (runs of consecutive pages: where in `buf`, how
+ * long, where in the file). One per core, reused.
+ *
+ * The writes stay on the JS thread, a slice at a time (SLICE_PAGES), unlike the fsyncs: a write left in flight
+ * on the pool when a foreground checkpoint takes over could land after that checkpoint's newer copy of the
+ * same page. A late fsync is harmless.
  */
 export class Chunk {
-  readonly buf = Buffer.alloc(CHUNK_PAGES * PAGE_SIZE);
+  readonly buf = Buffer.alloc(WRITEBACK_PAGES * PAGE_SIZE);
   readonly words = new Uint32Array(this.buf.buffer, this.buf.byteOffset, this.buf.length / 4);
-  readonly pages = new Uint32Array(CHUNK_PAGES);
-  readonly crcs = new Uint32Array(CHUNK_PAGES);
+  readonly pages = new Uint32Array(WRITEBACK_PAGES);
+  readonly crcs = new Uint32Array(WRITEBACK_PAGES);
   /** Pages in the chunk. */
   n = 0;
-}
+  readonly runAt = new Float64Array(SLICE_PAGES);
+  readonly runLen = new Float64Array(SLICE_PAGES);
+  readonly runPos = new Float64Array(SLICE_PAGES);
+  /** Planned writes. */
+  runs = 0;
 
-/** Writes the pages of `chunk`, each run of consecutive pages with one write, at fileOffset + page * PAGE_SIZE. */
-function writeChunk(fd: number, chunk: Chunk, fileOffset: number, fileBytes: number, name: string): void {
-  const pages = chunk.pages;
-  for (let i = 0; i < chunk.n;) {
-    let j = i + 1;
-    while (j < chunk.n && pages[j] === pages[j - 1] + 1) j++;
-    const off = pages[i] * PAGE_SIZE;
-    const len = Math.min((j - i) * PAGE_SIZE, fileBytes - off);
-    writeAt(fd, chunk.buf, i * PAGE_SIZE, len, fileOffset + off, name);
-    i = j;
+  /** Plans the writes of the copies [from, to) (at most SLICE_PAGES) at fileOffset + page * PAGE_SIZE. */
+  plan(from: number, to: number, fileOffset: number, fileBytes: number): void {
+    const pages = this.pages;
+    this.runs = 0;
+    for (let i = from; i < to;) {
+      let j = i + 1;
+      while (j < to && pages[j] === pages[j - 1] + 1) j++;
+      const off = pages[i] * PAGE_SIZE;
+      this.runAt[this.runs] = i * PAGE_SIZE;
+      this.runLen[this.runs] = Math.min((j - i) * PAGE_SIZE, fileBytes - off);
+      this.runPos[this.runs] = fileOffset + off;
+      this.runs++;
+      i = j;
+    }
+  }
+
+  /** The planned writes, on this thread. */
+  writePlanned(fd: number, name: string): void {
+    for (let r = 0; r < this.runs; r++) writeAt(fd, this.buf, this.runAt[r], this.runLen[r], this.runPos[r], name);
   }
 }
 
@@ -714,11 +737,12 @@ export class Shard {
   /**
    * Writes a HEADER of `epoch` over record 0 of `log` (not synced: the caller fsyncs); appends to it start
    * after the header. As native: the file and its blocks are kept for the new epoch (the header makes every
-   * old record stale), unless it grew far past what its last use wrote; then it is cut back first.
+   * old record stale), unless it grew far past what its last use wrote, or `empty` (the checkpoint that ends
+   * a recovery: damage it cut must not be met again by later opens); then it is cut back to nothing first.
    */
-  resetLog(log: WalLog, epoch: number, now: number): void {
+  resetLog(log: WalLog, epoch: number, now: number, empty = false): void {
     if (log === this.log) this.staged = 0;
-    if (fileSize(log.fd) > 4 * log.pos + WAL_CHUNK) {
+    if (empty || fileSize(log.fd) > 4 * log.pos + WAL_CHUNK) {
       resize(log.fd, 0, log.name);
       log.mapped = 0;
     }
@@ -984,13 +1008,13 @@ export class Shard {
   }
 
   /**
-   * Copies captured data pages from `page` on into `chunk` (up to CHUNK_PAGES; their captured flags are
-   * cleared); returns the page to go on from, dataPages when the set is done.
+   * Adds copies of up to `max` captured data pages from `page` on to `chunk` (as far as it holds; their
+   * captured flags are cleared); returns the page to go on from, dataPages when the set is done.
    */
-  copyCapturedData(page: number, chunk: Chunk): number {
+  copyCapturedData(page: number, chunk: Chunk, max: number): number {
     const d = this.capturedData;
-    chunk.n = 0;
-    while (chunk.n < CHUNK_PAGES) {
+    const end = Math.min(WRITEBACK_PAGES, chunk.n + max);
+    while (chunk.n < end) {
       const p = d.indexOf(1, page);
       if (p < 0) return d.length;
       d[p] = 0;
@@ -1002,15 +1026,16 @@ export class Shard {
     return page;
   }
 
-  writeDataChunk(chunk: Chunk): void {
-    writeChunk(this.dataFd, chunk, 0, this.dataBytes, this.dataName);
+  /** Plans the writes of the copies [from, to) of `chunk` (Chunk.plan). */
+  planDataWrites(chunk: Chunk, from: number, to: number): void {
+    chunk.plan(from, to, 0, this.dataBytes);
   }
 
   /** As copyCapturedData, for index pages; notes the CRC of each copy. */
-  copyCapturedIndex(page: number, chunk: Chunk): number {
+  copyCapturedIndex(page: number, chunk: Chunk, max: number): number {
     const d = this.capturedIdx;
-    chunk.n = 0;
-    while (chunk.n < CHUNK_PAGES) {
+    const end = Math.min(WRITEBACK_PAGES, chunk.n + max);
+    while (chunk.n < end) {
       const p = d.indexOf(1, page);
       if (p < 0) return d.length;
       d[p] = 0;
@@ -1023,10 +1048,13 @@ export class Shard {
     return page;
   }
 
-  /** Writes index page copies; the CRC table then names what the file holds. */
-  writeIndexChunk(chunk: Chunk): void {
-    writeChunk(this.indexFd, chunk, this.entriesOff, this.indexPages * PAGE_SIZE, this.indexName);
-    for (let i = 0; i < chunk.n; i++) this.pageCrcs[chunk.pages[i]] = chunk.crcs[i];
+  planIndexWrites(chunk: Chunk, from: number, to: number): void {
+    chunk.plan(from, to, this.entriesOff, this.indexPages * PAGE_SIZE);
+  }
+
+  /** The index page copies [from, to) of `chunk` are written: the CRC table names what the file holds. */
+  indexCopiesWritten(chunk: Chunk, from: number, to: number): void {
+    for (let i = from; i < to; i++) this.pageCrcs[chunk.pages[i]] = chunk.crcs[i];
   }
 
   /** Writes `n` entries of the page-CRC table from entry `first`; returns the raw CRC state carried over them. */
