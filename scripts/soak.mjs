@@ -5,10 +5,13 @@
 //   npm run soak -- --minutes 30                  (or: node scripts/soak.mjs --minutes 30)
 //   node scripts/soak.mjs --minutes 5 --scenario powercut,crash-in-recovery --jobs 2
 //   node scripts/soak.mjs --replay powercut:123456789        one scenario, one seed, then exit
+//   node scripts/soak.mjs --minutes 10 --scenario bg-checkpoint,bg-checkpoint-powercut,powerloss-bound
 //   options: --minutes N (default 10)  --jobs N (default 1)  --stop (at the first failure)
 //            --scenario a,b,...  (default: all; see SCENARIOS below)  --seed N (first seed; default random)
-// Every parameter of a run (mode, wal, syncEvery, op count, keep, crash points, ...) is derived from its
-// seed, so `--replay <scenario>:<seed>` runs the same workload, kill target and power-cut randomness.
+//            --engine native|js  (default: each run draws one from its seed)
+// Every parameter of a run (engine, mode, wal, syncEvery, op count, keep, crash points, ...) is derived from
+// its seed, so `--replay <scenario>:<seed>` runs the same workload, kill target and power-cut randomness
+// (pass the same --engine if the run had one).
 // The kill instant itself depends on timing; a failure that does not replay at once usually does within
 // a few runs of the same seed. Exit code 1 if any run failed. Needs `npm run build` (and the addon).
 import path from 'node:path';
@@ -29,7 +32,21 @@ for (let i = 2; i < process.argv.length; i++) {
 
 const CHECKPOINT_POINTS = h.CRASH_POINTS.filter((p) => p.startsWith('checkpoint:'));
 const pick = (r, xs) => xs[r.int(xs.length)];
+if (args.engine !== undefined && !h.ENGINES.includes(args.engine)) {
+  console.error(`soak: --engine must be one of ${h.ENGINES.join(', ')}`);
+  process.exit(2);
+}
+// The engine of a run: --engine, else drawn from the seed (a stream of its own: the other parameters of a
+// seed are what they were before engines were drawn).
+const engineOf = (seed) => args.engine ?? pick(makeRng(seed ^ 0x656e67), h.ENGINES);
 const keepOf = (r) => pick(r, [0, 0, 0.5, Math.round((0.3 + 0.4 * r.float()) * 100) / 100, Math.round(r.float() * 100) / 100]);
+
+// Log options of a background-checkpoint run: what the child writes between its sync() and checkpoint()
+// (some 200 records) must still be unsynced at the call, so that the checkpoint's first step has a group
+// fsync to wait for while operations go on (syncEvery and maxUnsyncedRecords above it, no early timer).
+const bgLog = (r) => ({
+  syncEvery: pick(r, [1000, 4000]), syncIntervalMs: pick(r, [undefined, 60_000]), maxUnsyncedRecords: pick(r, [undefined, 400, 2000]),
+});
 
 // name -> { powercut: needs FUSE, run(seed) }. Parameters come from the seed only.
 const SCENARIOS = {
@@ -37,7 +54,7 @@ const SCENARIOS = {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
       return h.killScenario({
-        seed, mode: 'mixed', wal: true, ops: r.range(500, 6000),
+        seed, engine: engineOf(seed), mode: 'mixed', wal: true, ops: r.range(500, 6000),
         syncEvery: pick(r, [1, 4, 16, 64, 1000]), syncIntervalMs: pick(r, [undefined, 2, 20, 1000]), paceEvery: pick(r, [0, 0, 4, 16]),
       });
     },
@@ -45,53 +62,86 @@ const SCENARIOS = {
   'kill-cross': {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.killScenario({ seed, mode: 'cross', wal: true, ops: r.range(500, 6000), syncEvery: pick(r, [1, 16, 1000]), paceEvery: pick(r, [0, 8]) });
+      return h.killScenario({ seed, engine: engineOf(seed), mode: 'cross', wal: true, ops: r.range(500, 6000), syncEvery: pick(r, [1, 16, 1000]), paceEvery: pick(r, [0, 8]) });
     },
   },
   'kill-nowal': {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.killScenario({ seed, mode: pick(r, ['mixed', 'cross']), wal: false, ops: r.range(300, 3000), paceEvery: pick(r, [0, 8, 16]) });
+      return h.killScenario({ seed, engine: engineOf(seed), mode: pick(r, ['mixed', 'cross']), wal: false, ops: r.range(300, 3000), paceEvery: pick(r, [0, 8, 16]) });
     },
   },
   powercut: {
     powercut: true,
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.powercutScenario({ seed, mode: 'mixed', wal: true, keep: keepOf(r), ops: r.range(500, 4000), syncEvery: pick(r, [1, 16, 128, 1000]), syncIntervalMs: pick(r, [undefined, 5, 50]) });
+      return h.powercutScenario({ seed, engine: engineOf(seed), mode: 'mixed', wal: true, keep: keepOf(r), ops: r.range(500, 4000), syncEvery: pick(r, [1, 16, 128, 1000]), syncIntervalMs: pick(r, [undefined, 5, 50]) });
     },
   },
   'powercut-cross': {
     powercut: true,
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.powercutScenario({ seed, mode: 'cross', wal: true, keep: keepOf(r), ops: r.range(500, 4000), syncEvery: pick(r, [16, 1000]) });
+      return h.powercutScenario({ seed, engine: engineOf(seed), mode: 'cross', wal: true, keep: keepOf(r), ops: r.range(500, 4000), syncEvery: pick(r, [16, 1000]) });
     },
   },
   'powercut-nowal': {
     powercut: true,
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.powercutScenario({ seed, mode: pick(r, ['mixed', 'cross']), wal: false, keep: keepOf(r), ops: r.range(300, 2000) });
+      return h.powercutScenario({ seed, engine: engineOf(seed), mode: pick(r, ['mixed', 'cross']), wal: false, keep: keepOf(r), ops: r.range(300, 2000) });
     },
   },
   'crash-point': {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.crashPointScenario({ seed, point: pick(r, h.CRASH_POINTS), wal: r.chance(0.6), ops: r.range(100, 1500), syncEvery: pick(r, [16, 1000]) });
+      return h.crashPointScenario({ seed, engine: engineOf(seed), point: pick(r, h.CRASH_POINTS), wal: r.chance(0.6), ops: r.range(100, 1500), syncEvery: pick(r, [16, 1000]) });
     },
   },
   'crash-point-powercut': {
     powercut: true,
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.crashPointScenario({ seed, point: pick(r, h.CRASH_POINTS), wal: r.chance(0.6), ops: r.range(100, 1500), powercut: { keep: keepOf(r) } });
+      return h.crashPointScenario({ seed, engine: engineOf(seed), point: pick(r, h.CRASH_POINTS), wal: r.chance(0.6), ops: r.range(100, 1500), powercut: { keep: keepOf(r) } });
     },
   },
   'crash-in-recovery': {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
-      return h.recoveryCrashScenario({ seed, point: pick(r, CHECKPOINT_POINTS), second: pick(r, h.CRASH_POINTS), wal: r.chance(0.5), ops: r.range(100, 1500) });
+      return h.recoveryCrashScenario({ seed, engine: engineOf(seed), point: pick(r, CHECKPOINT_POINTS), second: pick(r, h.CRASH_POINTS), wal: r.chance(0.5), ops: r.range(100, 1500) });
+    },
+  },
+  // A crash inside a background checkpoint while operations go on (test/durability/bgcheckpoint.test.ts).
+  'bg-checkpoint': {
+    run(seed) {
+      const r = makeRng(seed ^ 0x50414b);
+      return h.bgCheckpointScenario({
+        seed, engine: engineOf(seed), point: pick(r, h.BACKGROUND_POINTS), trigger: pick(r, ['call', 'call', 'auto']), ops: r.range(2000, 5000),
+        ...bgLog(r),
+      });
+    },
+  },
+  'bg-checkpoint-powercut': {
+    powercut: true,
+    run(seed) {
+      const r = makeRng(seed ^ 0x50414b);
+      return h.bgCheckpointScenario({
+        seed, engine: engineOf(seed), point: pick(r, h.BACKGROUND_POINTS), trigger: pick(r, ['call', 'call', 'auto']), ops: r.range(2000, 5000),
+        ...bgLog(r), powercut: { keep: keepOf(r) },
+      });
+    },
+  },
+  // The power-loss bound: at most maxUnsyncedRecords records of acknowledged operations lost
+  // (test/durability/powerloss-bound.test.ts), with background checkpoints running or not.
+  'powerloss-bound': {
+    powercut: true,
+    run(seed) {
+      const r = makeRng(seed ^ 0x50414b);
+      return h.powercutScenario({
+        seed, engine: engineOf(seed), scenario: 'powerloss-bound', mode: pick(r, ['mixed', 'mixed', 'cross']), wal: true, sparse: true,
+        keep: keepOf(r), ops: r.range(1000, 5000), syncEvery: pick(r, [16, 50, 200]), syncIntervalMs: 60_000,
+        maxUnsyncedRecords: pick(r, [2, 20, 100, 400, 1000]), checkpointEveryBytes: pick(r, [undefined, 16_384, 65_536]), killFrom: 0.1,
+      });
     },
   },
   'crash-in-recovery-powercut': {
@@ -99,7 +149,7 @@ const SCENARIOS = {
     run(seed) {
       const r = makeRng(seed ^ 0x50414b);
       return h.recoveryCrashScenario({
-        seed, point: pick(r, CHECKPOINT_POINTS), second: pick(r, CHECKPOINT_POINTS), wal: r.chance(0.5), ops: r.range(100, 1500),
+        seed, engine: engineOf(seed), point: pick(r, CHECKPOINT_POINTS), second: pick(r, CHECKPOINT_POINTS), wal: r.chance(0.5), ops: r.range(100, 1500),
         powercut: true, keep1: keepOf(r), keep2: keepOf(r),
       });
     },
@@ -188,12 +238,13 @@ async function runOne(name, seed) {
   const ms = Date.now() - t0;
   if (r.problems.length === 0) {
     const p = r.progress ? ` ack=${r.progress.ack} sync=${r.progress.sync}` : '';
-    console.log(`${stamp} ok   ${name}:${seed}  ${r.label}${p} k=${r.k} ${r.recovery?.mode ?? ''} (${ms} ms)`);
+    const lost = r.lostRecords !== undefined ? ` lostRecords=${r.lostRecords}` : '';
+    console.log(`${stamp} ok   ${name}:${seed}  ${r.label}${p} k=${r.k}${lost} ${r.recovery?.mode ?? ''} (${ms} ms)`);
     return true;
   }
   console.log(`${stamp} FAIL ${name}:${seed}  ${r.label} (${ms} ms)`);
   for (const p of r.problems) console.log('     ' + p.replace(/\n/g, '\n     '));
-  console.log(`     replay: node scripts/soak.mjs --replay ${name}:${seed}`);
+  console.log(`     replay: node scripts/soak.mjs --replay ${name}:${seed}${args.engine ? ` --engine ${args.engine}` : ''}`);
   return false;
 }
 

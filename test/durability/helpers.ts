@@ -7,6 +7,8 @@
 //                  and the scenarios (kill -9, power cut, GL_CRASH_AT crash points)
 //   workload.mjs   child: runs a plan until killed, reports acknowledged / synced / checkpointed ops
 //   crashpoint.mjs child: drives checkpoint()/close() into a GL_CRASH_AT point
+//   bgcheckpoint.mjs child: crashes a background checkpoint at a GL_CRASH_AT point while operations go on
+//   child.mjs      what the children share: command line, ledger options, progress side file
 // This file gives them types and adds what the vitest files share (seeds, skip reasons, assertions).
 // @ts-ignore -- plain ESM module without type declarations, typed below
 import * as harness from '../fixtures/harness.mjs';
@@ -39,31 +41,48 @@ export interface Progress {
   ckptStart: number;
   ckptDone: number;
 }
-export interface ScenarioOptions {
+export type EngineName = 'native' | 'js';
+/** Ledger options every scenario takes (besides seed): the engine (default GL_ENGINE, else native) and the log's. */
+export interface LedgerKnobs {
+  engine?: EngineName;
+  syncEvery?: number;
+  syncIntervalMs?: number;
+  /** default: the ledger's (8 x syncEvery) */
+  maxUnsyncedRecords?: number;
+  checkpointEveryBytes?: number;
+  shards?: number;
+  aps?: number;
+}
+export interface ScenarioOptions extends LedgerKnobs {
   seed: number;
   mode?: 'mixed' | 'cross';
   wal?: boolean;
-  syncEvery?: number;
-  syncIntervalMs?: number;
   ops?: number;
   shards?: number;
   aps?: number;
   keep?: number;
   paceEvery?: number;
   paceMs?: number;
+  /** a tenth of the plan's sync() and checkpoint() steps: long runs of unsynced operations (plan.mjs) */
+  sparse?: boolean;
   /** kill after an acknowledged-operation count drawn from [killFrom * ops, ops] (default 0) */
   killFrom?: number;
   scenario?: string;
 }
-export interface CrashPointOptions {
+export interface CrashPointOptions extends LedgerKnobs {
   seed: number;
   point: string;
   wal?: boolean;
   powercut?: { keep: number } | null;
   ops?: number;
-  shards?: number;
-  aps?: number;
-  syncEvery?: number;
+}
+export interface BgCheckpointOptions extends LedgerKnobs {
+  seed: number;
+  point: string;
+  /** 'call': checkpoint() not awaited (default); 'auto': a write past checkpointEveryBytes starts it */
+  trigger?: 'call' | 'auto';
+  powercut?: { keep: number } | null;
+  ops?: number;
 }
 export interface ScenarioResult {
   label: string;
@@ -71,7 +90,11 @@ export interface ScenarioResult {
   problems: string[];
   k: number | null;
   progress?: Progress;
-  accept?: { lo: number; hi: number } | { exactly: number[] };
+  accept?: { lo: number; hi: number; [k: string]: unknown } | { exactly: number[] };
+  /** power cut: log records of acknowledged operations the recovered state lacks (transfers 2, mints 1) */
+  lostRecords?: number;
+  /** bgCheckpointScenario: runs it took to get one with operations in flight */
+  attempts?: number;
   recovery?: { mode: string; walRecordsReplayed?: number; walBytesDropped?: number; [k: string]: unknown } | null;
   cut?: string;
   target?: number;
@@ -122,11 +145,15 @@ export const ledgerAvailable: () => Availability = harness.ledgerAvailable;
 
 // ---- scenarios
 export const CRASH_POINTS: string[] = harness.CRASH_POINTS;
+export const BACKGROUND_POINTS: string[] = harness.BACKGROUND_POINTS;
+export const ENGINES: EngineName[] = harness.ENGINES;
+export const maxUnsyncedOf: (o: LedgerKnobs) => number = harness.maxUnsyncedOf;
 export const COMMITTED_POINTS: Set<string> = harness.COMMITTED_POINTS;
 export const killScenario: (o: ScenarioOptions) => Promise<ScenarioResult> = harness.killScenario;
 export const powercutScenario: (o: ScenarioOptions) => Promise<ScenarioResult> = harness.powercutScenario;
 export const crashPointScenario: (o: CrashPointOptions) => Promise<ScenarioResult> = harness.crashPointScenario;
-export interface RecoveryCrashOptions {
+export const bgCheckpointScenario: (o: BgCheckpointOptions) => Promise<ScenarioResult> = harness.bgCheckpointScenario;
+export interface RecoveryCrashOptions extends LedgerKnobs {
   seed: number;
   /** where the first crash happens (GL_CRASH_AT, inside checkpoint()/close() of the crashpoint child) */
   point: string;
@@ -169,9 +196,11 @@ export function expectRulesHeld(r: ScenarioResult): void {
 
 /** One line for the test log: where the crash landed and what recovery did. */
 export function summary(r: ScenarioResult): string {
-  const p = r.progress ? ` ack=${r.progress.ack} sync=${r.progress.sync} ckpt=${r.progress.ckptDone}` : '';
+  const p = r.progress ? ` ack=${r.progress.ack} sync=${r.progress.sync} ckpt=${r.progress.ckptDone}` +
+    (r.progress.ckptStart >= 0 ? ` ckptStart=${r.progress.ckptStart}` : '') : '';
+  const lost = (r.lostRecords !== undefined ? ` lostRecords=${r.lostRecords}` : '') + ((r.attempts ?? 1) > 1 ? ` attempts=${r.attempts}` : '');
   const rec = r.recovery ? ` recovery=${r.recovery.mode} replayed=${r.recovery.walRecordsReplayed} dropped=${r.recovery.walBytesDropped}` : '';
-  return `${r.label}:${p} -> k=${r.k}${rec}${r.cut ? ` | ${r.cut}` : ''}`;
+  return `${r.label}:${p} -> k=${r.k}${lost}${rec}${r.cut ? ` | ${r.cut}` : ''}`;
 }
 
 /** Whether to skip the power-cut tests of a file (prints why, once per file). */
@@ -180,3 +209,24 @@ export function skipPowercut(file: string): boolean {
   if (!pc.ok) console.warn(`durability (${file}): power-cut tests are SKIPPED: ${pc.reason}`);
   return !pc.ok;
 }
+
+/**
+ * Scenarios of a file that may run at once (GL_DURABILITY_JOBS, default 2): they spend most of their time
+ * waiting for fsyncs, the powercut daemon and child processes, so two at a time nearly halve a file's time on
+ * two cores. Use with it.concurrent: `it.concurrent(name, () => jobs(() => scenario(...)))`.
+ */
+export function limiter(max: number): <T>(work: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async (work) => {
+    if (running >= max) await new Promise<void>((r) => waiting.push(r));
+    running++;
+    try {
+      return await work();
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
+}
+export const jobs = limiter(Math.max(1, Number(process.env.GL_DURABILITY_JOBS ?? 2)));

@@ -1,20 +1,22 @@
 // Durability rules under power loss. The workload runs on the powercut FUSE filesystem
-// (../shared/tools/powercut), which keeps in memory whatever the ledger has not made durable; the child
+// (test/support/powercut), which keeps in memory whatever the ledger has not made durable; the child
 // is SIGKILLed at a random moment, the power is cut, and the ledger is reopened from the backing
-// directory without FUSE. --keep 0: nothing unsynced survives. --keep 0.3..0.7: the "disk" wrote some
+// directory without FUSE. With the log on, every rule here also checks the power-loss bound: at most
+// maxUnsyncedRecords (default 8 x syncEvery) log records of acknowledged operations are lost
+// (powerloss-bound.test.ts tests small bounds). --keep 0: nothing unsynced survives. --keep 0.3..0.7: the "disk" wrote some
 // dirty sectors early, in any order, torn between sectors: the adversary for any data or index page
 // that reaches the disk before the WAL records that describe it.
 // Kills land in the last 70% of the workload (killFrom 0.3) so that every run has synced operations
 // at stake; scripts/soak.mjs draws them from the whole run.
 import { describe, it } from 'vitest';
-import { powercutScenario, expectRulesHeld, seeds, summary, skipPowercut, makeRng, type ScenarioOptions } from './helpers';
+import { powercutScenario, expectRulesHeld, seeds, summary, skipPowercut, makeRng, type ScenarioOptions, jobs } from './helpers';
 
 const skip = skipPowercut('powercut.test.ts');
 const keepFor = (seed: number) => Math.round((0.3 + 0.4 * makeRng(seed ^ 0x6b656570).float()) * 100) / 100; // 0.3..0.7
 
 function rule(name: string, o: ScenarioOptions & { keep: number }) {
-  it.skipIf(skip)(`${name} (keep ${o.keep}, seed ${o.seed})`, async () => {
-    const r = await powercutScenario({ killFrom: 0.3, ...o });
+  it.skipIf(skip).concurrent(`${name} (keep ${o.keep}, seed ${o.seed})`, async () => {
+    const r = await jobs(() => powercutScenario({ killFrom: 0.3, ...o }));
     console.log(summary(r));
     expectRulesHeld(r);
   });
