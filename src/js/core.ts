@@ -597,7 +597,7 @@ export class JsCore implements EngineCore {
       if (this.bg === undefined) {
         if (this.handoverBytes >= this.checkpointEvery) this.beginBackground();
       } else if (!this.throttled && this.handoverBytes + this.committingBytes > 2 * this.checkpointEvery) {
-        // The log has outran the checkpoint: the call is slowed (see slowDown), once per call as native.
+        // The log has outrun the checkpoint: the call is slowed (see slowDown), once per call as native.
         this.throttled = true;
         this.slowDown();
         if (this.failed) return IO_ERROR;

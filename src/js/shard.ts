@@ -165,11 +165,6 @@ export class WalLog {
     this.name = name;
   }
 
-  /** Bytes of records after the header, written (the staging buffer is the shard's). */
-  recordBytes(): number {
-    return this.pos > WAL_RECORD_SIZE ? this.pos - WAL_RECORD_SIZE : 0;
-  }
-
   closeScan(): void {
     this.scan = undefined;
     this.scan32 = undefined;
@@ -727,11 +722,6 @@ export class Shard {
     writeAt(log.fd, this.stage!, 0, n, log.pos, log.name);
     log.pos += n;
     this.staged = 0;
-  }
-
-  /** Bytes of records in the active log after its header, written or staged. */
-  activeLogBytes(): number {
-    return this.log.recordBytes() + this.staged;
   }
 
   /**
