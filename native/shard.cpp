@@ -262,16 +262,6 @@ void Shard::Capture() {
   dirty_data_.Clear();
   ckpt_index_.Swap(index_dirty_);
   index_dirty_.Clear();
-  if (release_pending_) {
-    // Pages the last checkpoint wrote but that were not given back yet: write
-    // them again (harmless: unchanged ones equal the file) and give them back
-    // after this one.
-    ckpt_data_.OrWith(release_data_);
-    ckpt_index_.OrWith(release_index_);
-    release_data_.Clear();
-    release_index_.Clear();
-    release_pending_ = false;
-  }
   any_dirty_ = false;
   ckpt_count_ = count_;
   ckpt_rebuilds_ = index_rebuilds_.load(std::memory_order_relaxed);
@@ -309,6 +299,15 @@ void Shard::WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t 
       uint64_t len = std::min<uint64_t>(uint64_t(j - i) * kPageSize, file_bytes - off);
       WriteAt(fd, buf.data() + i * kPageSize, len, file_offset + off, name);
       i = j;
+    }
+    // Stream the write-back a chunk at a time instead of leaving a whole
+    // checkpoint's pages dirty for one fdatasync: a log fsync issued meanwhile
+    // then waits behind at most a chunk, not behind gigabytes.
+    if (wait) {
+      uint64_t lo = file_offset + uint64_t(at.front()) * kPageSize;
+      uint64_t hi = file_offset + std::min<uint64_t>(uint64_t(at.back() + 1) * kPageSize, file_bytes);
+      ::sync_file_range(fd, static_cast<off_t>(lo), static_cast<off_t>(hi - lo),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
     }
     at.clear();
   };
@@ -358,9 +357,9 @@ void Shard::WriteIndex(const Manifest& next, const DurableWait& wait) {
 }
 
 void Shard::CheckpointDone() {
-  release_data_.Swap(ckpt_data_);
+  release_data_.OrWith(ckpt_data_);
   ckpt_data_.Clear();
-  release_index_.Swap(ckpt_index_);
+  release_index_.OrWith(ckpt_index_);
   ckpt_index_.Clear();
   release_cursor_ = 0;
   release_pending_ = true;
@@ -370,9 +369,11 @@ size_t Shard::Release(size_t budget) {
   if (!release_pending_) return 0;
   size_t looked = 0;
   // One cursor over the data pages, then the index pages.
-  auto give_back = [&](Bitmap& written, const Bitmap& live, uint8_t* base, size_t& w) {
+  // A page changed since it was written is dirty, or captured by a
+  // checkpoint running now: never given back (that would drop the change).
+  auto give_back = [&](Bitmap& written, const Bitmap& live, const Bitmap& captured, uint8_t* base, size_t& w) {
     for (; w < written.words() && looked < budget; w++) {
-      uint64_t bits = written.word(w) & ~live.word(w);
+      uint64_t bits = written.word(w) & ~live.word(w) & ~captured.word(w);
       written.clear_word(w);
       while (bits) {
         size_t first = static_cast<size_t>(__builtin_ctzll(bits));
@@ -388,12 +389,12 @@ size_t Shard::Release(size_t budget) {
   size_t data_words = release_data_.words();
   if (release_cursor_ < data_words) {
     size_t w = release_cursor_;
-    give_back(release_data_, dirty_data_, data_, w);
+    give_back(release_data_, dirty_data_, ckpt_data_, data_, w);
     release_cursor_ = w;
   }
   if (release_cursor_ >= data_words) {
     size_t w = release_cursor_ - data_words;
-    give_back(release_index_, index_dirty_, reinterpret_cast<uint8_t*>(entries_), w);
+    give_back(release_index_, index_dirty_, ckpt_index_, reinterpret_cast<uint8_t*>(entries_), w);
     release_cursor_ = data_words + w;
     if (w >= release_index_.words()) release_pending_ = false;
   }

@@ -102,8 +102,8 @@ class Shard {
 
   // ---- checkpoint
   bool has_dirty() const { return any_dirty_; }
-  // The hand-over: the dirty pages (and pages still waiting to be given back)
-  // become the checkpoint's; the live dirty sets start empty.
+  // The hand-over: the dirty pages become the checkpoint's; the live dirty
+  // sets start empty.
   void Capture();
   // Writes the captured account pages back and fdatasyncs the file. `wait`
   // enforces the write-ahead rule for pages changed after the hand-over.
