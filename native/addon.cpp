@@ -342,6 +342,7 @@ Napi::Object Formats(Napi::Env env) {
   n("ACCOUNT_SIZE", sizeof(gl::AccountRecord));
   n("ACCOUNT_CRC_LEN", gl::kAccountCrcLen);
   n("ACCOUNT_VERSION", gl::kAccountVersion);
+  n("Account.PUBKEY", offsetof(gl::AccountRecord, pubkey));
   n("Account.LAMPORTS", offsetof(gl::AccountRecord, lamports));
   n("Account.LSN", offsetof(gl::AccountRecord, lsn));
   n("Account.OWNER", offsetof(gl::AccountRecord, owner));
@@ -355,6 +356,7 @@ Napi::Object Formats(Napi::Env env) {
   n("WAL_RECORD_SIZE", sizeof(gl::WalRecord));
   n("WAL_MAGIC", gl::kWalMagic);
   n("WAL_GENERATIONS", gl::kWalGenerations);
+  n("Wal.MAGIC", offsetof(gl::WalRecord, magic));
   n("Wal.TIMESTAMP", offsetof(gl::WalRecord, timestamp));
   n("Wal.TYPE", offsetof(gl::WalRecord, type));
   n("Wal.CRC", offsetof(gl::WalRecord, crc));
