@@ -146,7 +146,21 @@ export const ledgerAvailable: () => Availability = harness.ledgerAvailable;
 // ---- scenarios
 export const CRASH_POINTS: string[] = harness.CRASH_POINTS;
 export const BACKGROUND_POINTS: string[] = harness.BACKGROUND_POINTS;
-export const ENGINES: EngineName[] = harness.ENGINES;
+/**
+ * The engines the durability files run scenarios for: both, except in the sanitizer run (npm run test:asan,
+ * ASan preloaded), which exists for the addon: the JS engine never loads it, and its scenarios, slowed down
+ * several times by the preloaded sanitizers, would only repeat the normal run's. GL_DURABILITY_ENGINES
+ * (comma-separated) overrides.
+ */
+export const ENGINES: EngineName[] = (() => {
+  const env = process.env.GL_DURABILITY_ENGINES;
+  if (env) return env.split(',').filter((e): e is EngineName => (harness.ENGINES as string[]).includes(e));
+  if (/asan/i.test(process.env.LD_PRELOAD ?? '')) {
+    console.log('durability: sanitizer run (ASan preloaded): scenarios of the native engine only (GL_DURABILITY_ENGINES=native,js for both)');
+    return ['native'];
+  }
+  return harness.ENGINES;
+})();
 export const maxUnsyncedOf: (o: LedgerKnobs) => number = harness.maxUnsyncedOf;
 export const COMMITTED_POINTS: Set<string> = harness.COMMITTED_POINTS;
 export const killScenario: (o: ScenarioOptions) => Promise<ScenarioResult> = harness.killScenario;
