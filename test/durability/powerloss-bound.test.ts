@@ -1,6 +1,6 @@
 // The power-loss bound, maxUnsyncedRecords: at most that many log records are ever unsynced, so a power cut
 // loses at most that many records of acknowledged operations (a transfer logs 2, a mint 1, a refused
-// operation none). Small bounds (syncEvery 50, maxUnsyncedRecords 100 and 400), no timer-driven fsyncs
+// operation none). Small bounds (syncEvery 50, maxUnsyncedRecords 20, 100 and 400), no timer-driven fsyncs
 // (syncIntervalMs one minute), a plan with few sync() calls (long unsynced runs), on powercut: the child is
 // SIGKILLed at a random moment and the power cut. The acceptance floor (harness.mjs acceptFor) is the larger of
 // the last resolved sync() and the first operation that may be lost under the bound.
@@ -10,6 +10,8 @@ import { powercutScenario, expectRulesHeld, ENGINES, summary, skipPowercut, seed
 const skip = skipPowercut('powerloss-bound.test.ts');
 
 const variants: (ScenarioOptions & { keep: number; what: string })[] = [
+  // below syncEvery: the bound alone starts the group fsyncs, and a cut loses up to the bound itself
+  { seed: 0, keep: 0, maxUnsyncedRecords: 20, what: 'keep 0' },
   { seed: 0, keep: 0, maxUnsyncedRecords: 100, what: 'keep 0' },
   { seed: 0, keep: 0, maxUnsyncedRecords: 400, what: 'keep 0' },
   { seed: 0, keep: 0.5, maxUnsyncedRecords: 100, checkpointEveryBytes: 64 * 1024, what: 'keep 0.5, background checkpoints running' },
