@@ -16,8 +16,10 @@ namespace {
 // Staged log bytes at which a batch writes them out before going on.
 constexpr size_t kStageFlush = 1 << 20;
 // How long one write call may wait for a background checkpoint that the log
-// has outrun (more than twice checkpointEveryBytes since the last commit).
+// has outrun: up to 1 ms past twice checkpointEveryBytes since the last
+// commit, up to 10 ms (the most any call may be held up) past four times.
 constexpr uint32_t kThrottleMs = 1;
+constexpr uint32_t kHardThrottleMs = 10;
 // Written-back pages looked at per Maintain() call (well under a millisecond).
 constexpr size_t kReleasePages = 1024;
 
@@ -241,10 +243,11 @@ void Core::CheckpointPolicy() {
     if (handover_bytes_ >= opts_.checkpoint_every_bytes) BeginCheckpoint(false);
     return;
   }
-  if (!throttled_ && handover_bytes_ + bytes_at_handover_ > 2 * opts_.checkpoint_every_bytes) {
+  uint64_t live = handover_bytes_ + bytes_at_handover_;
+  if (!throttled_ && live > 2 * opts_.checkpoint_every_bytes) {
     throttled_ = true;
     if (!FlushLogs()) return;
-    checkpointer_.WaitFor(kThrottleMs);
+    checkpointer_.WaitFor(live > 4 * opts_.checkpoint_every_bytes ? kHardThrottleMs : kThrottleMs);
   }
 }
 

@@ -15,8 +15,11 @@ namespace gl {
 namespace {
 
 constexpr uint32_t kSlotsPerPage = kPageSize / kAccountSize;
-// Pages the checkpoint copies, makes durable in the log and writes at a time.
-constexpr size_t kWriteBackPages = 256;  // 1 MiB
+// Pages the checkpoint copies, makes durable in the log and writes at a time:
+// each chunk costs a log fsync round, so a chunk is large (measured at 10M
+// accounts: 1 MiB chunks made a background checkpoint 8x longer than the old
+// synchronous one).
+constexpr size_t kWriteBackPages = 2048;  // 8 MiB
 
 uint8_t* MapOrThrow(size_t len, int prot, int flags, int fd, const std::string& what) {
   void* p = ::mmap(nullptr, len, prot, flags, fd, 0);
