@@ -146,19 +146,10 @@ export const ledgerAvailable: () => Availability = harness.ledgerAvailable;
 // ---- scenarios
 export const CRASH_POINTS: string[] = harness.CRASH_POINTS;
 export const BACKGROUND_POINTS: string[] = harness.BACKGROUND_POINTS;
-/**
- * The engines the durability files run scenarios for: both, except in the sanitizer run (npm run test:asan,
- * ASan preloaded), which exists for the addon: the JS engine never loads it, and its scenarios, slowed down
- * several times by the preloaded sanitizers, would only repeat the normal run's. GL_DURABILITY_ENGINES
- * (comma-separated) overrides.
- */
+/** The engines the durability files run scenarios for: GL_ENGINES (see test/core/helpers.ts), else both. */
 export const ENGINES: EngineName[] = (() => {
-  const env = process.env.GL_DURABILITY_ENGINES;
+  const env = process.env.GL_ENGINES;
   if (env) return env.split(',').filter((e): e is EngineName => (harness.ENGINES as string[]).includes(e));
-  if (/asan/i.test(process.env.LD_PRELOAD ?? '')) {
-    console.log('durability: sanitizer run (ASan preloaded): scenarios of the native engine only (GL_DURABILITY_ENGINES=native,js for both)');
-    return ['native'];
-  }
   return harness.ENGINES;
 })();
 export const maxUnsyncedOf: (o: LedgerKnobs) => number = harness.maxUnsyncedOf;
