@@ -10,12 +10,9 @@ export { Ledger, LedgerError };
 export const DIST = fileURLToPath(new URL('../../dist/index.js', import.meta.url));
 
 /**
- * Engines the shared suite runs against: always both. The JS engine is always built, so one that cannot
- * open a ledger must fail these tests, not drop out of them.
- */
-/**
- * The engines the shared suites run against: both, unless GL_ENGINES (comma-separated) names fewer. Only the
- * sanitizer run (npm run test:asan) sets it, to native: the sanitizers instrument the addon, which the JS engine
+ * The engines the shared suites run against: both, unless GL_ENGINES (comma-separated) names fewer. The JS engine
+ * is always built, so one that cannot open a ledger fails these tests, never drops out of them. Only the sanitizer
+ * run (npm run test:asan) sets GL_ENGINES, to native: the sanitizers instrument the addon, which the JS engine
  * never loads, and its runs there would only repeat the normal run's, several times slower.
  */
 export const engines: ('native' | 'js')[] = process.env.GL_ENGINES
