@@ -233,11 +233,11 @@ function infoText(i: Info): string {
 function verifyText(r: VerifyReport): string {
   const lines: string[] = [];
   lines.push(`verified       ${r.dir}: ${n(r.checked.files)} files, ${bytes(r.checked.bytes)} in ${r.ms.toFixed(0)} ms`);
-  lines.push(`accounts       ${n(r.accounts)} records checked (checksum, version, slot); balances sum to ${n(r.balanceSum)}`);
+  lines.push(`accounts       ${n(r.accounts)} records checked (checksum, version, slot); the valid ones' balances sum to ${n(r.balanceSum)}`);
   lines.push(`index          ${n(r.checked.indexPages)} entry pages checked against their CRC table`);
   lines.push(`log            ${n(r.log.records)} records after the checkpoint (${n(r.log.replayable)} to replay), ` +
     `${n(r.log.droppedBytes)} bytes the next open would drop`);
-  lines.push(`counts         ${r.counts.checked ? 'index count = accounts in the shard file = index entries, per shard' : `not checked: ${r.counts.reason}`}`);
+  lines.push(`counts         ${r.counts.checked ? 'per shard, index count against accounts in the shard file and index entries' : `not checked: ${r.counts.reason}`}`);
   lines.push(`supply         ${r.supply.checked ? `sum of balances against the manifest's supply ${n(r.supply.expected!)}` : `not checked: ${r.supply.reason}`}`);
   for (const note of r.notes) lines.push(`note           ${note}`);
   if (r.ok) {
