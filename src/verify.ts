@@ -244,11 +244,12 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
   // ---------------------------------------------------------------- accounts
   const recordsPerStep = STEP_BYTES / ACCOUNT_SIZE;
   const buf = Buffer.alloc(STEP_BYTES);
-  const tags: Uint32Array[] = []; // per shard: hash of each valid record's key (0 and unused when not valid)
-  const slotState: Uint8Array[] = []; // per shard and slot: EMPTY, VALID or DAMAGED
+  // Per shard, while its index is checked: the hash of each valid record's key, and each slot's state.
+  const tags: Uint32Array[] = [];
+  const slotState: Uint8Array[] = []; // EMPTY, VALID or DAMAGED
   const used: number[] = [];
   let accountDamage = false;
-  for (let s = 0; s < m.shards; s++) {
+  const checkAccounts = async (s: number): Promise<void> => {
     const name = shardFile('shard', s, 'bin');
     const expected = m.accountsPerShard * ACCOUNT_SIZE;
     const size = sizeOf(name);
@@ -259,7 +260,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       finding(name, 0, size < 0 ? 'missing' : `size ${size}, expected ${expected} (${m.accountsPerShard} records)`);
       accountDamage = true;
       await progress('accounts', Math.max(0, size));
-      continue;
+      return;
     }
     report.checked.files++;
     const rewritten = replayed.get(s);
@@ -301,12 +302,12 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       fs.closeSync(fd);
     }
     report.accounts += used[s];
-  }
+  };
 
-  // ---------------------------------------------------------------- indexes
+  // ---------------------------------------------------------------- indexes (each right after its shard file)
   const heads: IndexHead[] = [];
   const entries: number[] = [];
-  for (let s = 0; s < m.shards; s++) {
+  const checkIndex = async (s: number): Promise<void> => {
     const name = shardFile('index', s, 'bin');
     const pages = m.indexCapacity / ENTRIES_PER_PAGE;
     const entriesAt = indexEntriesOffset(pages);
@@ -319,7 +320,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       // A missing or short index is rebuilt by the next open: a note, the shard file is the truth.
       report.notes.push(`${name}: ${size < 0 ? 'missing' : `size ${size}, expected ${expected}`}: the next open rebuilds it`);
       await progress('index', Math.max(0, size));
-      continue;
+      return;
     }
     report.checked.files++;
     const fd = fs.openSync(path.join(dir, name), 'r');
@@ -329,7 +330,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       if (h.readUInt32LE(Index.CRC) !== crc32c(h, 0, INDEX_HEADER_CRC_LEN) || h.readUInt32LE(Index.MAGIC) !== INDEX_MAGIC) {
         finding(name, 0, 'index header: checksum or magic mismatch (the next open rebuilds the index)');
         await progress('index', size);
-        continue;
+        return;
       }
       const shape = h.readUInt32LE(Index.VERSION) === INDEX_VERSION && h.readUInt32LE(Index.SHARD) === s &&
         h.readUInt32LE(Index.CAPACITY) === m.indexCapacity && h.readUInt32LE(Index.PAGES) === pages &&
@@ -337,7 +338,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       if (!shape) {
         finding(name, 0, 'index header: version, shard, shape or seed does not match the manifest');
         await progress('index', size);
-        continue;
+        return;
       }
       head.count = h.readUInt32LE(Index.COUNT);
       head.current = h.readBigUInt64LE(Index.EPOCH) === m.epoch && h.readBigUInt64LE(Index.CHECKPOINT_LSN) === m.checkpointLsn;
@@ -350,7 +351,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       if (h.readUInt32LE(Index.TABLE_CRC) !== crc32c(table, 0, pages * 4)) {
         finding(name, PAGE_SIZE, 'page-CRC table: checksum mismatch (the next open rebuilds the index)');
         await progress('index', size);
-        continue;
+        return;
       }
       head.valid = true;
       await progress('index', entriesAt);
@@ -392,6 +393,13 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
     } finally {
       fs.closeSync(fd);
     }
+  };
+  for (let s = 0; s < m.shards; s++) {
+    await checkAccounts(s);
+    await checkIndex(s);
+    // What the index check needed of the shard: let it go before the next shard (memory in proportion to one shard).
+    tags[s] = new Uint32Array(0);
+    slotState[s] = new Uint8Array(0);
   }
 
   // ---------------------------------------------------------------- the seed's "account count drift"
