@@ -78,7 +78,7 @@ function bytes(x: number): string {
 function progressBar(opts: Common, label: string): { update(done: number, total: number): void; stop(): void } {
   if (opts.json || !process.stderr.isTTY) return { update() {}, stop() {} };
   const { SingleBar, Presets } = require('cli-progress') as typeof import('cli-progress');
-  const bar = new SingleBar({ format: `${label} [{bar}] {percentage}% | {value}/{total}`, stream: process.stderr,
+  const bar = new SingleBar({ format: `${label} [{bar}] {percentage}% | ETA {eta_formatted}`, stream: process.stderr,
     hideCursor: true, clearOnComplete: true }, Presets.shades_classic);
   let started = false;
   return {

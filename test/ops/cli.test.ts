@@ -154,7 +154,17 @@ describe('geoledger info and verify', () => {
     const vt = geoledger('verify', dir);
     expect(vt.code).toBe(0);
     expect(vt.stdout).toMatch(/result +clean/);
+    expect(vt.stderr).toBe(''); // no progress bar without a terminal
     expect(dirDigest(dir, true)).toEqual(before);
+  });
+
+  it.skipIf(spawnSync('script', ['--version']).status !== 0)('verify shows a progress bar on a terminal (script(1) gives it one)', async () => {
+    const dir = await made(closedLedger('native'));
+    const r = spawnSync('script', ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} verify ${JSON.stringify(dir)}`,
+      '/dev/null'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/verify \[[^\]]*\] \d+% \| ETA/);
+    expect(r.stdout).toMatch(/result +clean/);
   });
 
   it('verify: exit 1 with file and offset for a flipped bit in an account, in an index page, in a synced log record', async () => {
