@@ -184,7 +184,13 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
           continue;
         }
         log.fd = fs.openSync(path.join(dir, log.name), 'r');
-        const scan = scanWal(log, s, m.accountsPerShard, e, checkpointLsn);
+        let scan;
+        try {
+          scan = scanWal(log, s, m.accountsPerShard, e, checkpointLsn);
+        } catch (err) {
+          fs.closeSync(log.fd);
+          throw err;
+        }
         files.push({ log, scan, shard: s });
         report.checked.files++;
         report.checked.logRecords += scan.records;
