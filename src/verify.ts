@@ -24,7 +24,8 @@ import {
   INDEX_MAGIC, INDEX_VERSION, Index, MANIFEST_FILE, PAGE_SIZE, WAL_RECORD_SIZE, Wal, crc32c, indexEntriesOffset,
   indexTableBytes, readManifest, readMarker, shardFile, walFile, type Manifest,
 } from './format';
-import { hashKeyBytes } from './js/hash';
+import { crc32cWords } from './js/crc';
+import { hashKeyWords } from './js/hash';
 import { lockHolder } from './js/lock';
 import { WalLog, globalCut, scanWal, type ScannedLog } from './js/shard';
 
@@ -34,6 +35,8 @@ const STEP_BYTES = 4 * 1024 * 1024;
 const EMPTY = 0;
 const VALID = 1;
 const DAMAGED = 2;
+const ACCOUNT_WORDS = ACCOUNT_SIZE / 4;
+const PAGE_WORDS = PAGE_SIZE / 4;
 
 export interface VerifyFinding {
   /** File name inside the ledger directory. */
@@ -250,6 +253,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
   // ---------------------------------------------------------------- accounts
   const recordsPerStep = STEP_BYTES / ACCOUNT_SIZE;
   const buf = Buffer.alloc(STEP_BYTES);
+  const words = new Uint32Array(buf.buffer, buf.byteOffset, STEP_BYTES / 4); // records and pages are word-aligned in it
   // Per shard, while its index is checked: the hash of each valid record's key, and each slot's state.
   const tags: Uint32Array[] = [];
   const slotState: Uint8Array[] = []; // EMPTY, VALID or DAMAGED
@@ -275,15 +279,18 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       for (let first = 0; first < m.accountsPerShard; first += recordsPerStep) {
         const n = Math.min(recordsPerStep, m.accountsPerShard - first);
         readFully(fd, buf, n * ACCOUNT_SIZE, first * ACCOUNT_SIZE);
+        // Balances of this step, as exact sums of their low and high 32-bit words (each under 2^53).
+        let sumLo = 0;
+        let sumHi = 0;
         for (let i = 0; i < n; i++) {
-          const o = i * ACCOUNT_SIZE;
+          const w = i * ACCOUNT_WORDS;
           const slot = first + i;
-          if (isZero(buf, o, ACCOUNT_SIZE)) continue;
+          if (isZero(words, w, ACCOUNT_WORDS)) continue;
           used[s]++;
           report.checked.accountRecords++;
-          const version = buf.readUInt32LE(o + Account.VERSION);
-          const ownSlot = buf.readUInt32LE(o + Account.SLOT);
-          const crcOk = buf.readUInt32LE(o + Account.CRC) === crc32c(buf, o, o + ACCOUNT_CRC_LEN);
+          const version = words[w + Account.VERSION / 4];
+          const ownSlot = words[w + Account.SLOT / 4];
+          const crcOk = words[w + Account.CRC / 4] === crc32cWords(words, w, ACCOUNT_CRC_LEN / 4);
           const problem = !crcOk ? 'checksum mismatch'
             : version !== ACCOUNT_VERSION ? `version ${version}, expected ${ACCOUNT_VERSION}`
               : ownSlot !== slot ? `record names slot ${ownSlot} (copied to the wrong place)` : '';
@@ -299,9 +306,11 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
             continue;
           }
           slotState[s][slot] = VALID;
-          tags[s][slot] = hashKeyBytes(buf, o + Account.PUBKEY, m.seed);
-          report.balanceSum += buf.readBigUInt64LE(o + Account.LAMPORTS);
+          tags[s][slot] = hashKeyWords(words, w + Account.PUBKEY / 4, m.seed);
+          sumLo += words[w + Account.LAMPORTS / 4];
+          sumHi += words[w + Account.LAMPORTS / 4 + 1];
         }
+        report.balanceSum += BigInt(sumLo) + (BigInt(sumHi) << 32n);
         await progress('accounts', n * ACCOUNT_SIZE);
       }
     } finally {
@@ -370,18 +379,18 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
           const page = first + p;
           const at = entriesAt + page * PAGE_SIZE;
           report.checked.indexPages++;
-          if (crc32c(buf, p * PAGE_SIZE, (p + 1) * PAGE_SIZE) !== table.readUInt32LE(page * 4)) {
+          if (crc32cWords(words, p * PAGE_WORDS, PAGE_WORDS) !== table.readUInt32LE(page * 4)) {
             finding(name, at, `entry page ${page}: checksum mismatch (a lookup that touches it rebuilds the index)`);
             head.valid = false;
             continue;
           }
           for (let i = 0; i < ENTRIES_PER_PAGE; i++) {
-            const o = p * PAGE_SIZE + i * 8;
-            const slotPlus1 = buf.readUInt32LE(o);
+            const w = p * PAGE_WORDS + i * 2; // entry = slot_plus_1:u32 tag:u32
+            const slotPlus1 = words[w];
             if (slotPlus1 === 0) continue;
             entries[s]++;
             const slot = slotPlus1 - 1;
-            const tag = buf.readUInt32LE(o + 4);
+            const tag = words[w + 1];
             if (slot >= m.accountsPerShard) {
               finding(name, at + i * 8, `entry names slot ${slot}, past the shard's ${m.accountsPerShard}`);
             } else if (seen[slot] === 1) {
@@ -460,7 +469,7 @@ function readFully(fd: number, buf: Buffer, len: number, pos: number): void {
   }
 }
 
-function isZero(b: Buffer, o: number, n: number): boolean {
-  for (let i = o; i < o + n; i += 4) if (b.readUInt32LE(i) !== 0) return false;
+function isZero(u: Uint32Array, w: number, n: number): boolean {
+  for (let i = w; i < w + n; i++) if (u[i] !== 0) return false;
   return true;
 }
