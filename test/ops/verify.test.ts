@@ -144,6 +144,28 @@ describe.each(engines)('%s engine: verifyLedger', (engine) => {
       what: `index counts ${count + 1} accounts, shard_000.bin holds ${count}` }]);
   });
 
+  it('an index entry whose tag is not its record\'s key hash (every checksum resealed) is a finding at the entry', async () => {
+    const dir = await made(closedLedger(engine));
+    const file = path.join(dir, 'index_000.bin');
+    const b = fs.readFileSync(file);
+    const pages = b.readUInt32LE(Index.PAGES);
+    const entriesAt = indexEntriesOffset(pages);
+    let at = entriesAt;
+    while (b.readUInt32LE(at) === 0) at += 8; // the first entry in use
+    const page = Math.floor((at - entriesAt) / 4096);
+    const slot = b.readUInt32LE(at) - 1;
+    const tag = b.readUInt32LE(at + 4);
+    b.writeUInt32LE((tag ^ 1) >>> 0, at + 4);
+    const pageAt = entriesAt + page * 4096;
+    b.writeUInt32LE(crc32c(b, pageAt, pageAt + 4096), 4096 + page * 4);
+    b.writeUInt32LE(crc32c(b, 4096, 4096 + pages * 4), Index.TABLE_CRC);
+    b.writeUInt32LE(crc32c(b, 0, INDEX_HEADER_CRC_LEN), Index.CRC);
+    fs.writeFileSync(file, b);
+    const r = await verifyLedger(dir);
+    expect(r.findings).toEqual([{ file: 'index_000.bin', offset: at,
+      what: `entry for slot ${slot} carries tag ${(tag ^ 1) >>> 0}, the record's key hashes to ${tag}` }]);
+  });
+
   it.skipIf(!MANIFEST_HAS_SUPPLY)(
     'a balance changed behind the ledger\'s back (checksum resealed) is supply drift against the manifest', async () => {
       const dir = await made(closedLedger(engine));
