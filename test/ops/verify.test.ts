@@ -47,6 +47,7 @@ async function crashedLedger(engine: 'native' | 'js'): Promise<string> {
     return snapshot(dir);
   } finally {
     await l.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
