@@ -3,11 +3,12 @@
  * moves money in batches and one by one, prints throughput, then runs a child
  * process that is killed with SIGKILL mid-stream and shows the recovery: every
  * acknowledged operation back, balances still summing to what was minted.
+ * Ends with `geoledger info` on the directory.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { Ledger } from './index';
 
 const ACCOUNTS = 200_000;
@@ -128,9 +129,14 @@ async function main(): Promise<void> {
   const ok = total === expected && recovered >= acked;
   console.log(`sum of all balances       ${total} (minted ${expected}): ${total === expected ? 'conserved' : 'MISMATCH'}`);
   console.log(`child transfers recovered ${recovered} (acknowledged before the kill: ${acked}): ${recovered >= acked ? 'none lost' : 'LOST SOME'}`);
+  // ---- METRICS (issue 9, the ledger's half): print a few lines of registerMetrics() here, before close(). ----
   await ledger.close();
+
+  // What an operator sees of the directory, without writing code: the geoledger command.
+  console.log(`\n$ geoledger info ${dir}`);
+  const info = spawnSync(process.execPath, [path.join(__dirname, 'cli.js'), 'info', dir], { stdio: 'inherit' });
   fs.rmSync(dir, { recursive: true, force: true });
-  if (!ok) process.exit(1);
+  if (!ok || info.status !== 0) process.exit(1);
 }
 
 main().catch((e) => {
