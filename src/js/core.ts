@@ -21,7 +21,8 @@ import type { EngineCore, EngineOptions, EngineStats, ReplayResult } from '../en
 import { MANIFEST_FILE, WalType, encodeManifest, type Manifest } from '../format';
 import { bucketOf, hashKeyBytes, hashKeyWords, loadKeyBytes, loadKeyWords, shardOf } from './hash';
 import {
-  A_LAMPORTS, A_LSN, Chunk, SLICE_PAGES, Shard, WRITEBACK_PAGES, type LogScan, type ShardManifest, type WalLog,
+  A_LAMPORTS, A_LSN, Chunk, SEG_MASK, SEG_SHIFT, SLICE_PAGES, Shard, WRITEBACK_PAGES, type LogScan, type ShardManifest,
+  type WalLog,
 } from './shard';
 import {
   EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, fail, loadHooks, openDir,
@@ -32,7 +33,6 @@ import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 const TWO32 = 4294967296;
-const SEG_MASK = (1 << 24) - 1;
 const MAX_TIMER_MS = 0x7fffffff;
 /** Operations of a batch whose cache misses are overlapped (see mintBatch). */
 const PF = 16;
@@ -660,7 +660,7 @@ export class JsCore implements EngineCore {
     const found = s.find(hash);
     if (found >= 0) {
       if (!s.valid(found)) return this.corrupt(s, found);
-      const u = s.segs32[found >>> 24];
+      const u = s.segs32[found >>> SEG_SHIFT];
       const w = (found & SEG_MASK) << 5;
       const carry = u[w + A_LAMPORTS] + aLo >= TWO32 ? 1 : 0;
       if (u[w + A_LAMPORTS + 1] + aHi + carry >= TWO32) return OVERFLOW;
@@ -675,7 +675,7 @@ export class JsCore implements EngineCore {
     let slot: number;
     if (found >= 0) {
       slot = found;
-      const u = s.segs32[slot >>> 24];
+      const u = s.segs32[slot >>> SEG_SHIFT];
       const w = (slot & SEG_MASK) << 5;
       const lo = u[w + A_LAMPORTS] + aLo;
       const carry = lo >= TWO32 ? 1 : 0;
@@ -683,7 +683,7 @@ export class JsCore implements EngineCore {
     } else {
       slot = s.create(hash, pos, lsn);
       this.accounts++;
-      const u = s.segs32[slot >>> 24];
+      const u = s.segs32[slot >>> SEG_SHIFT];
       const w = (slot & SEG_MASK) << 5;
       u[w + A_LAMPORTS] = aLo;
       u[w + A_LAMPORTS + 1] = aHi;
@@ -706,7 +706,7 @@ export class JsCore implements EngineCore {
     const f = sf.find(fromHash);
     if (f < 0) return ACCOUNT_NOT_FOUND;
     if (!sf.valid(f)) return this.corrupt(sf, f);
-    const uf = sf.segs32[f >>> 24];
+    const uf = sf.segs32[f >>> SEG_SHIFT];
     const wf = (f & SEG_MASK) << 5;
     const fLo = uf[wf + A_LAMPORTS];
     const fHi = uf[wf + A_LAMPORTS + 1];
@@ -717,7 +717,7 @@ export class JsCore implements EngineCore {
     const t = st.find(toHash);
     if (t >= 0) {
       if (!st.valid(t)) return this.corrupt(st, t);
-      const u = st.segs32[t >>> 24];
+      const u = st.segs32[t >>> SEG_SHIFT];
       const w = (t & SEG_MASK) << 5;
       const carry = u[w + A_LAMPORTS] + aLo >= TWO32 ? 1 : 0;
       if (u[w + A_LAMPORTS + 1] + aHi + carry >= TWO32) return OVERFLOW;
@@ -735,14 +735,14 @@ export class JsCore implements EngineCore {
     if (t < 0) this.accounts++;
     // debit
     {
-      const u = sf.segs32[f >>> 24];
+      const u = sf.segs32[f >>> SEG_SHIFT];
       const lo = u[wf + A_LAMPORTS] - aLo;
       const borrow = lo < 0 ? 1 : 0;
       sf.update(f, (lo + borrow * TWO32) >>> 0, u[wf + A_LAMPORTS + 1] - aHi - borrow, lsnLo, lsnHi);
     }
     // credit
     {
-      const u = st.segs32[toSlot >>> 24];
+      const u = st.segs32[toSlot >>> SEG_SHIFT];
       const w = (toSlot & SEG_MASK) << 5;
       if (t >= 0) {
         const lo = u[w + A_LAMPORTS] + aLo;
@@ -771,7 +771,7 @@ export class JsCore implements EngineCore {
     if (found < 0) return ACCOUNT_NOT_FOUND;
     if (!s.valid(found)) return this.corrupt(s, found);
     const off = (found & SEG_MASK) * 128;
-    s.segs[found >>> 24].copy(out, outOff, off, off + 128);
+    s.segs[found >>> SEG_SHIFT].copy(out, outOff, off, off + 128);
     return OK;
   }
 

@@ -44,8 +44,13 @@ import {
 export const INDEX_VERSION = 1;
 export const ENTRIES_PER_PAGE = PAGE_SIZE / 8; // 512
 const SLOTS_PER_PAGE = PAGE_SIZE / 128; // 32
-const SEG_SHIFT = 24; // slots per segment: 2^24 (2 GiB), under the Buffer limit
-const SEG_MASK = (1 << SEG_SHIFT) - 1;
+/**
+ * Slots per segment: 2^16 (8 MiB). Segments are always allocated whole (zero-filled lazily by the OS: only
+ * touched pages cost memory), so a shard grows by adding segments and never copies one: a copy of megabytes
+ * into fresh pages costs tens of milliseconds (a page fault per 4 KiB).
+ */
+export const SEG_SHIFT = 16;
+export const SEG_MASK = (1 << SEG_SHIFT) - 1;
 const REGION_SHIFT = 9; // slots read from the file at a time: 512 (64 KiB)
 const REGION_SLOTS = 1 << REGION_SHIFT;
 const REGION_BYTES = REGION_SLOTS * 128;
@@ -419,12 +424,6 @@ export class Shard {
       this.dirtyIdx = new Uint8Array(this.indexPages);
       this.capturedIdx = new Uint8Array(this.indexPages);
       this.idxBytes = Buffer.from(this.idx.buffer, this.idx.byteOffset, this.idx.byteLength);
-      for (let first = 0; first < this.capacity; first += SEG_MASK + 1) {
-        const slots = Math.min(SEG_MASK + 1, this.capacity - first);
-        const seg = Buffer.alloc(Math.ceil(slots / REGION_SLOTS) * REGION_BYTES);
-        this.segs.push(seg);
-        this.segs32.push(new Uint32Array(seg.buffer, seg.byteOffset, seg.length / 4));
-      }
     } catch (e) {
       this.close();
       fail(BatchStatus.IO_ERROR, `shard ${shard}: cannot allocate memory for ${this.capacity} accounts and ` +
@@ -470,8 +469,21 @@ export class Shard {
     const fileOff = r * REGION_BYTES;
     const len = Math.min(REGION_BYTES, this.dataBytes - fileOff);
     const first = r << REGION_SHIFT;
-    readUpTo(this.dataFd, this.segs[first >>> SEG_SHIFT], (first & SEG_MASK) * 128, len, fileOff, this.dataName);
+    readUpTo(this.dataFd, this.segment(first >>> SEG_SHIFT), (first & SEG_MASK) * 128, len, fileOff, this.dataName);
     this.loaded[r] = 1;
+  }
+
+  /**
+   * Segment k, allocated (whole, zero-filled lazily by the OS) the first time a region of it is loaded: a shard
+   * costs memory for the segments it uses, whatever its capacity, and grows without copying any.
+   */
+  segment(k: number): Buffer {
+    let seg = this.segs[k];
+    if (seg === undefined) {
+      seg = this.segs[k] = Buffer.alloc((SEG_MASK + 1) * 128);
+      this.segs32[k] = new Uint32Array(seg.buffer, seg.byteOffset, seg.length / 4);
+    }
+    return seg;
   }
 
   /** Word array holding `slot` (loaded); its record starts at word recWord(slot). */
@@ -578,32 +590,20 @@ export class Shard {
       if (freeBytes(this.dir) < bytes - size) fail(BatchStatus.IO_ERROR, `allocate ${this.dataName}: No space left on device`);
       resize(this.dataFd, bytes, this.dataName);
     }
-    // Segments: a partial one that is too short is replaced by one of at least twice its size (up to a whole
-    // segment; zero-filled lazily by the OS) and copied, so copies cost O(1) per account over a shard's
-    // life; then new ones. (Unlike native, this engine's memory moves: nothing outside it points into it.)
-    const segSlots = SEG_MASK + 1;
-    for (let first = 0; first < to; first += segSlots) {
-      const k = first >>> SEG_SHIFT;
-      const slots = Math.min(segSlots, to - first);
-      const need = Math.ceil(slots / REGION_SLOTS) * REGION_BYTES;
-      const seg = this.segs[k];
-      if (seg !== undefined && seg.length >= need) continue;
-      const whole = Buffer.alloc(Math.min(segSlots * 128, Math.max(need, 2 * (seg?.length ?? 0))));
-      if (seg !== undefined) seg.copy(whole, 0);
-      this.segs[k] = whole;
-      this.segs32[k] = new Uint32Array(whole.buffer, whole.byteOffset, whole.length / 4);
-    }
+    // (Segments come when their regions are first loaded: nothing to allocate or copy here.)
     this.capacity = to;
     this.dataBytes = bytes;
     this.dataPages = Math.ceil(bytes / PAGE_SIZE);
-    const grown = (a: Uint8Array, n: number): Uint8Array => {
+    // Flags per region and per page (small: copied at their exact size); per slot: copied into an array at
+    // least twice as long, so that copying costs O(1) per account over a shard's life.
+    const grown = (a: Uint8Array, n: number, atLeast = n): Uint8Array => {
       if (a.length >= n) return a;
-      const b = new Uint8Array(n);
+      const b = new Uint8Array(atLeast);
       b.set(a);
       return b;
     };
     this.loaded = grown(this.loaded, Math.ceil(to / REGION_SLOTS));
-    this.checked = grown(this.checked, to);
+    this.checked = grown(this.checked, to, Math.min(MAX_ACCOUNTS_PER_SHARD, Math.max(to, 2 * this.checked.length)));
     this.dirtyData = grown(this.dirtyData, this.dataPages);
     crashPoint('grow:after-data-extend');
   }
@@ -801,20 +801,21 @@ export class Shard {
     const regions = this.loaded.length;
     for (let r = 0; r < regions; r++) {
       const first = r << REGION_SHIFT;
-      const seg = this.segs[first >>> SEG_SHIFT];
-      const u = this.segs32[first >>> SEG_SHIFT];
       const segOff = (first & SEG_MASK) * 128;
       const len = Math.min(REGION_BYTES, this.dataBytes - r * REGION_BYTES);
       if (this.loaded[r] === 0) {
         // Read into the zero-filled segment only when the file holds something
         // there: a rebuild costs memory in proportion to the data, not the capacity.
+        // (An empty region stays unloaded: its segment may not exist.)
         const n = readUpTo(this.dataFd, ZEROS_SCRATCH, 0, len, r * REGION_BYTES, this.dataName);
-        this.loaded[r] = 1;
         if (ZEROS.compare(ZEROS_SCRATCH, 0, n, 0, n) === 0) continue;
-        ZEROS_SCRATCH.copy(seg, segOff, 0, n);
-      } else if (ZEROS.compare(seg, segOff, segOff + len, 0, len) === 0) {
+        ZEROS_SCRATCH.copy(this.segment(first >>> SEG_SHIFT), segOff, 0, n);
+        this.loaded[r] = 1;
+      } else if (ZEROS.compare(this.segs[first >>> SEG_SHIFT], segOff, segOff + len, 0, len) === 0) {
         continue;
       }
+      const seg = this.segs[first >>> SEG_SHIFT];
+      const u = this.segs32[first >>> SEG_SHIFT];
       const end = Math.min(first + REGION_SLOTS, this.capacity);
       for (let s = first; s < end; s++) {
         const w = (s & SEG_MASK) << 5;
