@@ -46,7 +46,8 @@ async function scenario(o: Scenario): Promise<{ problems: string[]; line: string
     }
     // With a power cut, only the unsynced bound and sync() make the log durable: what is lost is bounded.
     const args = ['--dir', childDir, '--engine', o.engine, '--ops', String(OPS), '--side', side,
-      '--checkpoint-every-bytes', String(256 * 1024), '--sync-every', '500', '--max-unsynced', '400'];
+      '--checkpoint-every-bytes', String(256 * 1024), '--sync-every', '500', '--max-unsynced', '400',
+      ...(o.killAt !== undefined ? ['--slow-after', String(o.killAt)] : [])];
     const child = await harness.runChild({
       script: GROW, args, env: o.point ? { GL_CRASH_AT: o.point } : {}, killAtAck: o.killAt ?? null,
     });
