@@ -184,6 +184,7 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     opts.sync_interval_ms = o.Get("syncIntervalMs").As<Napi::Number>().Uint32Value();
     opts.max_unsynced_records = static_cast<uint64_t>(o.Get("maxUnsyncedRecords").As<Napi::Number>().Int64Value());
     opts.checkpoint_every_bytes = static_cast<uint64_t>(o.Get("checkpointEveryBytes").As<Napi::Number>().Int64Value());
+    opts.max_accounts = static_cast<uint64_t>(o.Get("maxAccounts").As<Napi::Number>().Int64Value());
     std::vector<bool> valid;
     Guard(env, [&] { valid = C(info).Open(ManifestFrom(info[0].As<Napi::Object>()), opts); });
     auto arr = Napi::Array::New(env, valid.size());
@@ -319,6 +320,8 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
       o.Set("accounts", s.accounts);
       o.Set("capacity", s.capacity);
       o.Set("indexRebuilds", s.index_rebuilds);
+      o.Set("indexCapacity", s.index_capacity);
+      o.Set("indexResizes", s.index_resizes);
       shards.Set(i++, o);
     }
     out.Set("shards", shards);
@@ -375,6 +378,11 @@ Napi::Object Formats(Napi::Env env) {
   n("WalType.CREDIT", gl::kWalCredit);
   n("WalType.IMAGE", gl::kWalImage);
   n("PAGE_SIZE", gl::kPageSize);
+  n("MAX_ACCOUNTS_PER_SHARD", gl::kMaxAccountsPerShard);
+  n("DATA_GROW_MAX_SLOTS", gl::kDataGrowMaxSlots);
+  n("MAX_INDEX_CAPACITY", gl::kMaxIndexCapacity);
+  n("INDEX_LOAD_DIVISOR", gl::kIndexLoadDivisor);
+  n("REHASH_ENTRIES_PER_INSERT", gl::kRehashEntriesPerInsert);
   n("INDEX_MAGIC", gl::kIndexMagic);
   n("INDEX_HEADER_SIZE", sizeof(gl::IndexHeader));
   n("INDEX_VERSION", gl::kIndexVersion);

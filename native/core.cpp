@@ -97,7 +97,9 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
     for (uint64_t e = epoch; e <= epoch + 1; e++) {
       LogWriter& log = s->log(e);
       File f{s.get(), &log, std::make_unique<LogReader>(log.fd(), log.name()), {}};
-      f.scan = f.reader->Scan(e, s->number(), checkpoint, s->capacity());
+      // Slots up to the hard limit: a power cut may have taken back a growth
+      // of the account file that the log outlived; Apply grows it again.
+      f.scan = f.reader->Scan(e, s->number(), checkpoint, kMaxAccountsPerShard);
       total += f.scan.records;
       out.dropped_bytes += f.scan.dropped_bytes;
       files.push_back(std::move(f));
@@ -171,6 +173,8 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
 
 void Core::Start() {
   started_ = true;
+  accounts_ = 0;
+  for (auto& s : shards_) accounts_ += s->count();
   if (!opts_.wal) return;
   // The next generation's file must hold a fresh header before a background
   // checkpoint can hand over to it; after a clean open it usually does.
@@ -315,8 +319,10 @@ Status Core::CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t a
     uint32_t slot = static_cast<uint32_t>(*found);
     if (!s.Valid(slot)) return Corrupt(s.number(), slot);
     if (s.Rec(slot)->lamports > UINT64_MAX - amount) return kOverflow;
-  } else if (s.count() >= s.capacity()) {
+  } else if (opts_.max_accounts > 0 && accounts_ >= opts_.max_accounts) {
     return kCapacityExceeded;
+  } else if (Status room = s.Room(&detail_); room != kOk) {
+    return room;  // the hard limit, or a full disk: nothing has changed
   }
   return kOk;
 }
@@ -330,7 +336,7 @@ Status Core::Mint(const uint8_t* key, uint64_t amount) {
   if (Status st = CheckCredit(s, key, h, amount, &found, &pos); st != kOk) return st;
   if (Status st = Admit(s, nullptr); st != kOk) return st;
   uint64_t lsn = NextLsn();
-  uint32_t slot = found >= 0 ? static_cast<uint32_t>(found) : s.Create(key, h, pos, lsn);
+  uint32_t slot = found >= 0 ? static_cast<uint32_t>(found) : (accounts_++, s.Create(key, h, pos, lsn));
   AccountRecord* r = s.Rec(slot);
   r->lamports += amount;
   r->lsn = lsn;
@@ -356,7 +362,7 @@ Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
   if (Status s = Admit(sf, &st); s != kOk) return s;
   uint64_t lsn = NextLsn();
   uint32_t from_slot = static_cast<uint32_t>(f);
-  uint32_t to_slot = t >= 0 ? static_cast<uint32_t>(t) : st.Create(to, ht, pos, lsn);
+  uint32_t to_slot = t >= 0 ? static_cast<uint32_t>(t) : (accounts_++, st.Create(to, ht, pos, lsn));
   AccountRecord* a = sf.Rec(from_slot);
   a->lamports -= amount;
   a->lsn = lsn;
@@ -537,6 +543,9 @@ void Core::CheckpointSync(bool force) {
     next.checkpoint_lsn = lsn_;
     next.crc = 0;
     if (!FlushLogs()) Fail(kIoError, detail_);  // a checkpoint may come mid-batch
+    // One table per index, written whole: a rehash in progress is finished
+    // (the foreground checkpoint holds everything up anyway).
+    for (auto& s : shards_) s->FinishRehash();
     for (auto& s : shards_) s->Capture();
     // 1. The log first: every change about to reach the shard files must be
     //    durable in the log, so a torn write-back is repaired by replay.
@@ -629,7 +638,9 @@ bool Core::Maintain() {
   if (closed_) return false;
   if (!checkpointer_.running()) {
     FinishCheckpoint();
-    if (!AnyDirty())
+    // Idle (nothing logged since the last hand-over): no checkpoint is coming
+    // to give the pages the last one wrote their second look.
+    if (handover_bytes_ == 0)
       for (auto& s : shards_) s->ReleaseWritten();
   }
   size_t budget = kReleasePages;
@@ -668,7 +679,8 @@ uint64_t Core::wal_bytes() const {
 
 std::vector<ShardStats> Core::Stats() const {
   std::vector<ShardStats> out;
-  for (auto& s : shards_) out.push_back({s->count(), s->capacity(), s->index_rebuilds()});
+  for (auto& s : shards_)
+    out.push_back({s->count(), s->capacity(), s->index_rebuilds(), s->index_capacity(), s->index_resizes()});
   return out;
 }
 

@@ -29,6 +29,7 @@ struct CoreOptions {
   uint32_t sync_interval_ms = 1000;
   uint64_t max_unsynced_records = 8000;
   uint64_t checkpoint_every_bytes = 64ull << 20;
+  uint64_t max_accounts = 0;  // 0: only the hard limit of each shard
 };
 
 struct ReplayResult {
@@ -38,7 +39,7 @@ struct ReplayResult {
 };
 
 struct ShardStats {
-  uint32_t accounts, capacity, index_rebuilds;
+  uint32_t accounts, capacity, index_rebuilds, index_capacity, index_resizes;
 };
 
 class Core {
@@ -130,6 +131,7 @@ class Core {
 
   // JS thread only.
   uint64_t lsn_ = 0;
+  uint64_t accounts_ = 0;      // in all shards (maxAccounts), counted from start()
   uint64_t active_epoch_ = 0;  // epoch of the log generation appends go to
   bool next_prepared_ = false; // the next generation's file holds a fresh header
   uint64_t records_ = 0;       // log records appended (staged or written) since open

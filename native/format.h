@@ -12,9 +12,11 @@
 namespace gl {
 
 // ---------------------------------------------------------------- account
-// shard_NNN.bin is a plain array of `accountsPerShard` 128-byte records; slot i
-// lives at byte i*128. An all-zero record is an empty slot. Slots are handed out
-// in order, so a shard's used slots are 0..count-1.
+// shard_NNN.bin is a plain array of 128-byte records; slot i lives at byte
+// i*128. An all-zero record is an empty slot. Slots are handed out in order, so
+// a shard's used slots are 0..count-1. The file starts with `accountsPerShard`
+// slots and grows while the ledger runs (NextDataCapacity): its size is the
+// shard's capacity, a multiple of 128 bytes, at least accountsPerShard.
 constexpr uint32_t kAccountSize = 128;
 constexpr uint32_t kAccountVersion = 1;
 struct AccountRecord {
@@ -43,6 +45,25 @@ static_assert(offsetof(AccountRecord, data_len) == 104, "data_len at 104");
 static_assert(offsetof(AccountRecord, version) == 108, "version at 108");
 static_assert(offsetof(AccountRecord, crc) == 124, "crc at 124");
 constexpr uint32_t kAccountCrcLen = 124;
+
+// The hard limit of a shard: 2^27 accounts (16 GiB of account file). Each
+// shard reserves address space for this much once, at open (PROT_NONE, no
+// memory, no swap), and maps the file's pages at fixed addresses inside it as
+// the file grows, so the mapping never moves and pointers into it stay valid.
+// 4096 shards (the most a ledger may have) reserve 64 TiB, half of the 128 TiB
+// a process has on x86-64 and arm64 with 4-level page tables; a larger limit
+// would not fit. The index for it, 2^28 entries, keeps a load factor of one half.
+constexpr uint32_t kMaxAccountsPerShard = 1u << 27;
+// Growth of the account file: doubling while small, then this many slots
+// (16 MiB) at a time, so that allocating a step stays well under a millisecond
+// on a local disk; ends are rounded up to whole pages.
+constexpr uint32_t kDataGrowMaxSlots = 1u << 17;
+inline uint32_t NextDataCapacity(uint32_t capacity) {
+  constexpr uint32_t kSlotsPerPage = 4096 / kAccountSize;
+  uint64_t step = capacity < kDataGrowMaxSlots ? capacity : kDataGrowMaxSlots;
+  uint64_t next = (uint64_t(capacity) + step + kSlotsPerPage - 1) / kSlotsPerPage * kSlotsPerPage;
+  return next > kMaxAccountsPerShard ? kMaxAccountsPerShard : static_cast<uint32_t>(next);
+}
 
 // ---------------------------------------------------------------- WAL
 // Each shard has two log files, one per log generation: the records of epoch e
@@ -101,10 +122,22 @@ static_assert(offsetof(WalRecord, durable_lsn) == 188, "durable_lsn at 188");
 // (0 = empty) and the key's 32-bit hash as a tag. Linear probing. The file is
 // valid only for the checkpoint whose epoch it names; pages are verified by
 // their CRC the first time they are touched, so opening is O(1) in its size.
+// The header's capacity is the shard's: it starts at the manifest's
+// index_capacity and doubles as the shard grows (a checkpoint writes the
+// doubled table whole, in the layout of its capacity).
 constexpr uint32_t kIndexMagic = 0x58494c47;  // "GLIX"
 constexpr uint32_t kIndexVersion = 1;
 constexpr uint32_t kPageSize = 4096;
 constexpr uint32_t kEntriesPerPage = kPageSize / 8;
+constexpr uint32_t kMaxIndexCapacity = 2 * kMaxAccountsPerShard;
+// Index growth, the same in both engines so that they leave the same files: once
+// count >= capacity / kIndexLoadDivisor a table of twice the capacity takes new
+// keys, and every insert then moves the entries of kRehashEntriesPerInsert
+// positions of the old table, in order (an incremental rehash: lookups consult
+// both tables meanwhile). The old table is drained after capacity / 8 inserts,
+// long before the new one reaches the same load.
+constexpr uint32_t kIndexLoadDivisor = 2;
+constexpr uint32_t kRehashEntriesPerInsert = 8;
 struct IndexEntry {
   uint32_t slot_plus_1;
   uint32_t tag;
@@ -148,8 +181,8 @@ struct Manifest {
   uint32_t magic;              //  0
   uint32_t version;            //  4
   uint32_t shards;             //  8
-  uint32_t accounts_per_shard; // 12
-  uint32_t index_capacity;     // 16 entries per shard index
+  uint32_t accounts_per_shard; // 12 initial capacity of each shard (shards grow: the file size says)
+  uint32_t index_capacity;     // 16 initial entries per shard index (the index header says the current)
   uint32_t seed;               // 20 hash seed
   uint64_t epoch;              // 24 current log epoch
   uint64_t checkpoint_lsn;     // 32 every operation <= this is in the shard files

@@ -8,10 +8,19 @@
 // then gives the private copies back (MADV_DONTNEED), so that a page no longer
 // changed is an ordinary, reclaimable file page again.
 //
+// Growth (docs/durability.md, "Shards that grow"): the account file is mapped
+// into address space reserved once for kMaxAccountsPerShard accounts, so it
+// grows in place (GrowData) and never moves. The index doubles by an
+// incremental rehash: a new table takes new keys while every insert moves a few
+// entries of the old one (RehashStep); lookups consult both meanwhile. No
+// account is ever deleted, so the old table never changes while it drains.
+//
 // Threads: the JS thread owns everything but the checkpoint's captured state
 // (ckpt_*), which the checkpoint thread reads between the hand-over (Capture)
 // and the end of the checkpoint. The checkpoint thread also reads the mapped
-// pages while the JS thread may be changing them: see WriteBackData.
+// pages while the JS thread may be changing them: see WriteBackData. A table
+// the checkpoint copies from is never unmapped before the checkpoint is done
+// (Retire).
 #pragma once
 #include <atomic>
 #include <functional>
@@ -29,15 +38,16 @@ namespace gl {
 class Bitmap {
  public:
   void Resize(size_t bits) { words_.assign((bits + 63) / 64, 0); }
-  bool Get(size_t i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
+  void Grow(size_t bits) { words_.resize((bits + 63) / 64, 0); }  // keeps the bits it has
+  bool Get(size_t i) const { return (i >> 6) < words_.size() && ((words_[i >> 6] >> (i & 63)) & 1); }
   void Set(size_t i) { words_[i >> 6] |= uint64_t(1) << (i & 63); }
   void SetAll() { for (auto& w : words_) w = ~uint64_t(0); }
   void Clear() { for (auto& w : words_) w = 0; }
   void Swap(Bitmap& o) { words_.swap(o.words_); }
-  void OrWith(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] |= o.words_[i]; }
-  void AndNot(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] &= ~o.words_[i]; }
+  void OrWith(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] |= o.word(i); }
+  void AndNot(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] &= ~o.word(i); }
   size_t words() const { return words_.size(); }
-  uint64_t word(size_t i) const { return words_[i]; }
+  uint64_t word(size_t i) const { return i < words_.size() ? words_[i] : 0; }
   void clear_word(size_t i) { words_[i] = 0; }
   template <typename F> void ForEach(size_t bits, F f) const {
     for (size_t w = 0; w < words_.size(); w++) {
@@ -73,7 +83,11 @@ class Shard {
   uint32_t number() const { return number_; }
   uint32_t count() const { return count_; }
   uint32_t capacity() const { return capacity_; }
-  // Allocates the next slot as a new account; the caller has checked capacity.
+  // Room for one more account: kOk (the file grown if it had to be),
+  // kCapacityExceeded at the hard limit, or kIoError (*detail says why: a full
+  // disk) with nothing changed.
+  Status Room(std::string* detail);
+  // Allocates the next slot as a new account; the caller has made Room.
   uint32_t Create(const uint8_t* key, uint32_t hash, uint32_t pos, uint64_t lsn);
 
   // ---- index
@@ -83,6 +97,7 @@ class Shard {
   // A guess at the key's record: the first entry of its bucket (unverified).
   // Batches load these ahead of use; a wrong guess only costs a cache miss.
   const AccountRecord* Guess(uint32_t hash) const {
+    // (the current table only: during a rehash an older key may be in the old one)
     const IndexEntry e = entries_[BucketOf(hash, index_mask_)];
     return e.slot_plus_1 != 0 && e.slot_plus_1 <= capacity_
                ? reinterpret_cast<const AccountRecord*>(data_ + uint64_t(e.slot_plus_1 - 1) * kAccountSize)
@@ -93,6 +108,12 @@ class Shard {
   // for replay, never for a clean open.
   bool index_ahead() const { return index_ahead_; }
   uint32_t index_rebuilds() const { return index_rebuilds_.load(std::memory_order_relaxed); }
+  uint32_t index_capacity() const { return index_mask_ + 1; }
+  uint32_t index_resizes() const { return index_resizes_; }
+  bool rehashing() const { return old_entries_ != nullptr; }
+  // Moves the rest of the old table (foreground checkpoints: a table written
+  // whole, in one layout).
+  void FinishRehash();
 
   // ---- logs
   LogWriter& log(uint64_t epoch) { return *logs_[epoch & 1]; }
@@ -113,7 +134,7 @@ class Shard {
   void WriteIndex(const Manifest& next, const DurableWait& wait);
   uint32_t ImageSlots();  // non-empty slots in captured pages (wal:false journal size)
   template <typename F> void ForEachCapturedSlot(F f) {
-    ckpt_data_.ForEach(data_pages_, [&](size_t page) {
+    ckpt_data_.ForEach(ckpt_data_pages_, [&](size_t page) {
       uint32_t first = static_cast<uint32_t>(page * (kPageSize / kAccountSize));
       for (uint32_t s = first; s < first + kPageSize / kAccountSize && s < ckpt_count_; s++) f(s);
     });
@@ -122,16 +143,33 @@ class Shard {
   // and this one did not capture (unchanged for a whole checkpoint period) are
   // the ones to give back.
   void CheckpointDone();
-  // Nothing changed since the last hand-over (the ledger is idle): what the
-  // last checkpoint wrote back can go now, no later checkpoint will come to
-  // give it its second look.
+  // The ledger is idle: what the last checkpoint wrote back can go now, no
+  // later checkpoint will come to give it its second look.
   void ReleaseWritten();
   // Gives back up to `budget` written-back pages not changed since; returns
   // the pages looked at (0: nothing left).
   size_t Release(size_t budget);
 
  private:
-  bool VerifyIndexPage(uint32_t page);
+  // Probes one table: the slot, -1 (*pos = the empty entry where the key would
+  // go) or kDamagedIndex (a page failed its CRC, or the table is full).
+  int64_t Probe(IndexEntry* entries, uint32_t mask, Bitmap* verified, const uint32_t* crcs, const uint8_t* key,
+                uint32_t hash, uint32_t* pos);
+  bool VerifyIndexPage(const IndexEntry* entries, uint32_t page, const uint32_t* crcs, Bitmap* verified);
+  // After a key was put into the current table: a rehash step, or the start of one.
+  void Inserted();
+  void StartRehash();
+  void RehashStep(uint32_t positions);
+  void EndRehash();
+  // Makes `bytes` of anonymous memory the current table (zeroed, all verified).
+  bool NewTable(uint32_t capacity);
+  // Unmaps an anonymous table (or gives back the private pages of the file's
+  // table) now, or after the running checkpoint when it copies from it.
+  void Retire(IndexEntry* entries, uint8_t* map, size_t bytes);
+  void DropRetired();
+  void GrowData(uint32_t to);
+  // Replay: the file large enough for `slot`, by the same steps as live growth.
+  void GrowFor(uint32_t slot);
   void WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t page_count, uint64_t file_offset,
                   uint64_t file_bytes, const std::string& name, const DurableWait& wait,
                   uint32_t* page_crcs);
@@ -144,7 +182,8 @@ class Shard {
   std::atomic<uint32_t> index_rebuilds_{0};
 
   int data_fd_ = -1;
-  uint8_t* data_ = nullptr;
+  uint8_t* data_ = nullptr;  // start of the reserved address space; the file is mapped at its start
+  size_t data_mapped_ = 0;   // bytes of the file mapped (whole pages)
   size_t data_pages_ = 0;
   Bitmap dirty_data_;
   bool any_dirty_ = false;
@@ -154,18 +193,47 @@ class Shard {
   uint64_t index_bytes_ = 0;
   IndexHeader* index_header_ = nullptr;
   uint32_t* page_crcs_ = nullptr;  // the mapping's table: checks pages never touched since open
+  IndexEntry* file_entries_ = nullptr;  // the entries of the file's mapping
+  // The current table: the file's mapping, or (after a resize or a rebuild to
+  // another capacity) anonymous memory, table_map_.
   IndexEntry* entries_ = nullptr;
   uint32_t index_mask_ = 0;
   uint32_t index_pages_ = 0;
+  uint8_t* table_map_ = nullptr;
+  size_t table_bytes_ = 0;
   bool index_ahead_ = false;
   Bitmap index_verified_;  // pages whose CRC has been checked since open
   Bitmap index_dirty_;
+  uint32_t index_resizes_ = 0;
+  // The table being drained by a rehash (null: none), and the next position to move.
+  IndexEntry* old_entries_ = nullptr;
+  uint32_t old_mask_ = 0;
+  uint8_t* old_map_ = nullptr;
+  size_t old_bytes_ = 0;
+  Bitmap old_verified_;
+  uint32_t rehash_pos_ = 0;
+  // Capacity the index file is laid out for (the header's at open; the
+  // checkpoint thread changes it when it writes a resized table).
+  uint32_t file_capacity_ = 0;
+  struct Retired {
+    IndexEntry* entries;
+    uint8_t* map;  // null: the file's mapping (its private pages are given back)
+    size_t bytes;
+  };
+  std::vector<Retired> retired_;
 
   // The checkpoint's: pages captured at the hand-over, the account count then,
   // the rebuild count then, and the page-CRC table as the file holds it.
   Bitmap ckpt_data_, ckpt_index_;
   uint32_t ckpt_count_ = 0;
   uint32_t ckpt_rebuilds_ = 0;
+  size_t ckpt_data_pages_ = 0;
+  uint64_t ckpt_data_bytes_ = 0;
+  // The table the checkpoint copies index pages from (null: the index is not
+  // written, a rehash was running at the hand-over), its capacity and pages.
+  const IndexEntry* ckpt_entries_ = nullptr;
+  uint32_t ckpt_index_capacity_ = 0;
+  uint32_t ckpt_index_pages_ = 0;
   std::vector<uint32_t> file_crcs_;
   // Pages the last committed checkpoint wrote back. They get a second chance:
   // a page written again by the next checkpoint is hot and stays (giving it

@@ -18,6 +18,8 @@ export interface EngineOptions {
   maxUnsyncedRecords: number;
   /** Log bytes since the last hand-over at which a write starts a background checkpoint. */
   checkpointEveryBytes: number;
+  /** Accounts the whole ledger may hold (0: only the hard limit of each shard); creating one more is CAPACITY_EXCEEDED. */
+  maxAccounts: number;
 }
 
 export interface ReplayResult {
@@ -41,7 +43,11 @@ export interface EngineStats {
   lastCheckpointAt: number;
   fsyncs: number;
   readOnly: boolean;
-  shards: { accounts: number; capacity: number; indexRebuilds: number }[];
+  /**
+   * Per shard: accounts, capacity (slots of the account file, which grows), index rebuilds, the index's
+   * capacity (entries) and how many times it has doubled since open.
+   */
+  shards: { accounts: number; capacity: number; indexRebuilds: number; indexCapacity: number; indexResizes: number }[];
 }
 
 export interface EngineCore {

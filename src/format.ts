@@ -48,6 +48,27 @@ export function indexEntriesOffset(pages: number): number {
   return PAGE_SIZE + indexTableBytes(pages);
 }
 
+// Growth (native/format.h): the hard limit of a shard, the account file's growth steps, and the index's
+// incremental rehash, the same in both engines so that they leave the same files.
+/** Accounts a shard can ever hold: the address space each shard reserves for its file (16 GiB) x 4096 shards fits. */
+export const MAX_ACCOUNTS_PER_SHARD = 2 ** 27;
+export const DATA_GROW_MAX_SLOTS = 2 ** 17;
+export const MAX_INDEX_CAPACITY = 2 * MAX_ACCOUNTS_PER_SHARD;
+export const INDEX_LOAD_DIVISOR = 2;
+export const REHASH_ENTRIES_PER_INSERT = 8;
+/** The capacity a shard's account file grows to from `capacity`: doubling, at most DATA_GROW_MAX_SLOTS more, whole pages. */
+export function nextDataCapacity(capacity: number): number {
+  const slotsPerPage = PAGE_SIZE / ACCOUNT_SIZE;
+  const next = Math.ceil((capacity + Math.min(capacity, DATA_GROW_MAX_SLOTS)) / slotsPerPage) * slotsPerPage;
+  return Math.min(next, MAX_ACCOUNTS_PER_SHARD);
+}
+/** The index capacity a rebuild gives a shard of `slots`: from `atLeast`, doubled until it holds them at the load factor. */
+export function indexCapacityFor(slots: number, atLeast: number): number {
+  let c = atLeast;
+  while (c < slots * INDEX_LOAD_DIVISOR && c < MAX_INDEX_CAPACITY) c *= 2;
+  return c;
+}
+
 export const MANIFEST_FILE = 'MANIFEST';
 export const MANIFEST_MAGIC = 0x464d4c47;
 export const MANIFEST_VERSION = 1;
@@ -79,7 +100,9 @@ export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
 // ---------------------------------------------------------------- manifest
 export interface Manifest {
   shards: number;
+  /** Initial capacity of each shard; a shard's account file grows, its size is the current capacity. */
   accountsPerShard: number;
+  /** Initial capacity of each shard's index; its header holds the current one. */
   indexCapacity: number;
   seed: number;
   epoch: bigint;

@@ -6,7 +6,8 @@ import { checkAmount } from './amount';
 import { BatchStatus, LedgerError, errorFor } from './errors';
 import type { Engine, EngineCore, EngineOptions, EngineStats } from './engine';
 import {
-  ACCOUNT_SIZE, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, readMarker, removeMarker, writeMarker,
+  ACCOUNT_SIZE, MAX_ACCOUNTS_PER_SHARD, MINT_OP_SIZE, TRANSFER_OP_SIZE, type Manifest, readManifest, readMarker,
+  removeMarker, writeMarker,
 } from './format';
 import { keyBytes, type Pubkey } from './pubkey';
 import { nativeEngine } from './native-engine';
@@ -19,7 +20,10 @@ export interface Progress {
 
 export interface LedgerOptions {
   shards?: number;
+  /** Initial capacity of each shard (default 1,000,000); shards grow as they fill, up to MAX_ACCOUNTS_PER_SHARD. */
   accountsPerShard?: number;
+  /** Most accounts the ledger may hold (not kept in the directory: give it at every open); past it CAPACITY_EXCEEDED. */
+  maxAccounts?: number;
   wal?: boolean;
   syncEvery?: number;
   syncIntervalMs?: number;
@@ -55,9 +59,14 @@ export interface Recovery {
 
 export interface ShardStats {
   accounts: number;
+  /** Accounts the shard holds before its file grows again. */
   capacity: number;
   loadFactor: number;
   indexRebuilds: number;
+  /** Entries of the shard's index (a power of two; it doubles past a load factor of one half). */
+  indexCapacity: number;
+  /** Times the index has doubled since open. */
+  indexResizes: number;
 }
 
 export interface LedgerStats extends Omit<EngineStats, 'shards'> {
@@ -72,8 +81,6 @@ const DEFAULT_CHECKPOINT_EVERY_BYTES = 64 * 1024 * 1024;
 const DEFAULT_CHECKPOINT_INTERVAL_MS = 60_000;
 /** How often the ledger looks after its checkpoint policy and gives written-back pages back. */
 const HOUSEKEEPING_MS = 100;
-// Slots are u32 and the index holds twice the capacity in a power of two.
-const MAX_ACCOUNTS_PER_SHARD = 2 ** 30;
 
 function intOption(name: string, v: unknown, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
@@ -162,6 +169,7 @@ export class Ledger {
     if (options === null || typeof options !== 'object') throw new LedgerError('INVALID_OPTIONS', 'options must be an object');
     const shards = positiveInt('shards', options.shards, MAX_SHARDS);
     const accountsPerShard = positiveInt('accountsPerShard', options.accountsPerShard, MAX_ACCOUNTS_PER_SHARD);
+    const maxAccounts = positiveInt('maxAccounts', options.maxAccounts, MAX_SHARDS * MAX_ACCOUNTS_PER_SHARD) ?? 0;
     const syncEvery = positiveInt('syncEvery', options.syncEvery, 2 ** 31) ?? 1000;
     const syncIntervalMs = positiveInt('syncIntervalMs', options.syncIntervalMs, 2 ** 31) ?? 1000;
     // A transfer logs two records: a smaller bound could never admit one.
@@ -218,7 +226,7 @@ export class Ledger {
             `the ledger has ${manifest.accountsPerShard} accounts per shard, not ${accountsPerShard}`);
         }
       }
-      const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes };
+      const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes, maxAccounts };
       const recovery = Ledger.#recover(core, dir, manifest, engineOptions, fresh, repair, progress);
       removeMarker(dir);
       core.start();

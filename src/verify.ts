@@ -189,7 +189,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
         log.fd = fs.openSync(path.join(dir, log.name), 'r');
         let scan;
         try {
-          scan = scanWal(log, s, m.accountsPerShard, e, checkpointLsn);
+          scan = scanWal(log, s, e, checkpointLsn);
         } catch (err) {
           fs.closeSync(log.fd);
           throw err;

@@ -21,7 +21,8 @@ import type { EngineCore, EngineOptions, EngineStats, ReplayResult } from '../en
 import { MANIFEST_FILE, WalType, encodeManifest, type Manifest } from '../format';
 import { bucketOf, hashKeyBytes, hashKeyWords, loadKeyBytes, loadKeyWords, shardOf } from './hash';
 import {
-  A_LAMPORTS, A_LSN, Chunk, SLICE_PAGES, Shard, WRITEBACK_PAGES, globalCut, type ScannedLog, type ShardManifest,
+  A_LAMPORTS, A_LSN, Chunk, SEG_MASK, SEG_SHIFT, SLICE_PAGES, Shard, WRITEBACK_PAGES, globalCut, type ScannedLog,
+  type ShardManifest,
 } from './shard';
 import {
   EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, fail, loadHooks, openDir,
@@ -32,7 +33,6 @@ import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 const TWO32 = 4294967296;
-const SEG_MASK = (1 << 24) - 1;
 const MAX_TIMER_MS = 0x7fffffff;
 /** Operations of a batch whose cache misses are overlapped (see mintBatch). */
 const PF = 16;
@@ -135,6 +135,9 @@ export class JsCore implements EngineCore {
   /** Log records that may be unsynced at once (unbounded without a log). */
   private maxUnsynced = Infinity;
   private checkpointEvery = 64 * 1024 * 1024;
+  /** Accounts the ledger may hold (0: no limit but each shard's), and those it holds (counted from start()). */
+  private maxAccounts = 0;
+  private accounts = 0;
   private shards: Shard[] = [];
   private nshards = 0;
   private seed = 0;
@@ -225,6 +228,7 @@ export class JsCore implements EngineCore {
     this.syncIntervalMs = o.syncIntervalMs >>> 0;
     this.maxUnsynced = o.wal ? o.maxUnsyncedRecords : Infinity;
     this.checkpointEvery = o.checkpointEveryBytes;
+    this.maxAccounts = o.maxAccounts;
     this.seed = this.manifest.seed;
     this.nshards = this.manifest.shards;
     const valid: boolean[] = [];
@@ -302,6 +306,8 @@ export class JsCore implements EngineCore {
   start(): void {
     this.live();
     this.started = true;
+    this.accounts = 0;
+    for (const s of this.shards) this.accounts += s.count;
     if (!this.wal || this.nextPrepared) return;
     // The next generation's file must hold a fresh header before a background
     // checkpoint can hand over to it; after a clean open it usually does.
@@ -541,6 +547,17 @@ export class JsCore implements EngineCore {
 
   // ------------------------------------------------------------------ operations
 
+  /** Room for a new account in `s`: maxAccounts, then the shard's own (it grows; a full disk is IO_ERROR). */
+  private room(s: Shard): number {
+    if (this.maxAccounts > 0 && this.accounts >= this.maxAccounts) return CAPACITY_EXCEEDED;
+    try {
+      return s.room();
+    } catch (e) {
+      this.detailMsg = (e as Error).message;
+      return statusOf(e);
+    }
+  }
+
   private corrupt(s: Shard, slot: number): number {
     this.detailMsg = `account record failed its checksum: ${s.dataName} slot ${slot}`;
     return CORRUPTION;
@@ -601,12 +618,13 @@ export class JsCore implements EngineCore {
     const found = s.find(hash);
     if (found >= 0) {
       if (!s.valid(found)) return this.corrupt(s, found);
-      const u = s.segs32[found >>> 24];
+      const u = s.segs32[found >>> SEG_SHIFT];
       const w = (found & SEG_MASK) << 5;
       const carry = u[w + A_LAMPORTS] + aLo >= TWO32 ? 1 : 0;
       if (u[w + A_LAMPORTS + 1] + aHi + carry >= TWO32) return OVERFLOW;
-    } else if (s.count >= s.capacity) {
-      return CAPACITY_EXCEEDED;
+    } else {
+      const room = this.room(s);
+      if (room !== OK) return room;
     }
     const pos = s.pos;
     const st = this.admit(s, null);
@@ -615,14 +633,15 @@ export class JsCore implements EngineCore {
     let slot: number;
     if (found >= 0) {
       slot = found;
-      const u = s.segs32[slot >>> 24];
+      const u = s.segs32[slot >>> SEG_SHIFT];
       const w = (slot & SEG_MASK) << 5;
       const lo = u[w + A_LAMPORTS] + aLo;
       const carry = lo >= TWO32 ? 1 : 0;
       s.update(slot, lo >>> 0, u[w + A_LAMPORTS + 1] + aHi + carry, lsn >>> 0, Math.floor(lsn / TWO32));
     } else {
       slot = s.create(hash, pos, lsn);
-      const u = s.segs32[slot >>> 24];
+      this.accounts++;
+      const u = s.segs32[slot >>> SEG_SHIFT];
       const w = (slot & SEG_MASK) << 5;
       u[w + A_LAMPORTS] = aLo;
       u[w + A_LAMPORTS + 1] = aHi;
@@ -645,7 +664,7 @@ export class JsCore implements EngineCore {
     const f = sf.find(fromHash);
     if (f < 0) return ACCOUNT_NOT_FOUND;
     if (!sf.valid(f)) return this.corrupt(sf, f);
-    const uf = sf.segs32[f >>> 24];
+    const uf = sf.segs32[f >>> SEG_SHIFT];
     const wf = (f & SEG_MASK) << 5;
     const fLo = uf[wf + A_LAMPORTS];
     const fHi = uf[wf + A_LAMPORTS + 1];
@@ -656,12 +675,13 @@ export class JsCore implements EngineCore {
     const t = st.find(toHash);
     if (t >= 0) {
       if (!st.valid(t)) return this.corrupt(st, t);
-      const u = st.segs32[t >>> 24];
+      const u = st.segs32[t >>> SEG_SHIFT];
       const w = (t & SEG_MASK) << 5;
       const carry = u[w + A_LAMPORTS] + aLo >= TWO32 ? 1 : 0;
       if (u[w + A_LAMPORTS + 1] + aHi + carry >= TWO32) return OVERFLOW;
-    } else if (st.count >= st.capacity) {
-      return CAPACITY_EXCEEDED;
+    } else {
+      const room = this.room(st);
+      if (room !== OK) return room;
     }
     const pos = st.pos;
     const status = this.admit(sf, st);
@@ -670,16 +690,17 @@ export class JsCore implements EngineCore {
     const lsnLo = lsn >>> 0;
     const lsnHi = Math.floor(lsn / TWO32);
     const toSlot = t >= 0 ? t : st.create(toHash, pos, lsn);
+    if (t < 0) this.accounts++;
     // debit
     {
-      const u = sf.segs32[f >>> 24];
+      const u = sf.segs32[f >>> SEG_SHIFT];
       const lo = u[wf + A_LAMPORTS] - aLo;
       const borrow = lo < 0 ? 1 : 0;
       sf.update(f, (lo + borrow * TWO32) >>> 0, u[wf + A_LAMPORTS + 1] - aHi - borrow, lsnLo, lsnHi);
     }
     // credit
     {
-      const u = st.segs32[toSlot >>> 24];
+      const u = st.segs32[toSlot >>> SEG_SHIFT];
       const w = (toSlot & SEG_MASK) << 5;
       if (t >= 0) {
         const lo = u[w + A_LAMPORTS] + aLo;
@@ -708,7 +729,7 @@ export class JsCore implements EngineCore {
     if (found < 0) return ACCOUNT_NOT_FOUND;
     if (!s.valid(found)) return this.corrupt(s, found);
     const off = (found & SEG_MASK) * 128;
-    s.segs[found >>> 24].copy(out, outOff, off, off + 128);
+    s.segs[found >>> SEG_SHIFT].copy(out, outOff, off, off + 128);
     return OK;
   }
 
@@ -951,6 +972,9 @@ export class JsCore implements EngineCore {
     if (!force && !this.anyDirty() && this.lsn === this.manifest.checkpointLsn) return;
     const started = performance.now();
     try {
+      // One table per index, written whole: a rehash in progress is finished
+      // (the foreground checkpoint holds everything up anyway).
+      for (const s of this.shards) s.finishRehash();
       // Epoch E+2: records of E+1 that a crashed background checkpoint may have
       // left in the other file become stale with the commit.
       const next: ShardManifest = { ...this.manifest, epoch: this.manifest.epoch + 2, checkpointLsn: this.lsn };
@@ -1079,9 +1103,10 @@ export class JsCore implements EngineCore {
     crashPoint('checkpoint:after-wal-sync');
     // 2. The captured data pages, then an fsync of every shard file.
     for (const s of shards) {
-      for (let page = 0; page < s.dataPages;) {
+      const dataPages = s.capturedData.length; // the pages at the hand-over (the file may have grown since)
+      for (let page = 0; page < dataPages;) {
         chunk.n = 0;
-        while (page < s.dataPages && chunk.n < WRITEBACK_PAGES) {
+        while (page < dataPages && chunk.n < WRITEBACK_PAGES) {
           page = s.copyCapturedData(page, chunk, SLICE_PAGES);
           bg.wait = SLICE;
           yield;
@@ -1109,9 +1134,24 @@ export class JsCore implements EngineCore {
     // 3. The captured index pages (CRC of each copy), the page-CRC table, a header naming E+1, C' and the
     //    count at the hand-over; then an fsync of every index file.
     for (const s of shards) {
-      for (let page = 0; page < s.indexPages;) {
+      if (s.capturedIdxBytes === undefined) {
+        // A rehash ran at the hand-over: the index file names no checkpoint (fsynced with the others below).
+        s.invalidateIndexHeader();
+        continue;
+      }
+      const indexPages = s.capturedIdx.length;
+      if (s.capturedIndexCapacity !== s.fileCapacity) {
+        // A resized table (Shard.resizeIndexFile): the header invalid and durable before the new layout.
+        s.invalidateIndexHeader();
+        bg.fsync();
+        bg.waitFds.push(s.indexFd);
+        bg.waitNames.push(s.indexName);
+        yield;
+        s.extendIndexFile(s.capturedIndexCapacity);
+      }
+      for (let page = 0; page < indexPages;) {
         chunk.n = 0;
-        while (page < s.indexPages && chunk.n < WRITEBACK_PAGES) {
+        while (page < indexPages && chunk.n < WRITEBACK_PAGES) {
           page = s.copyCapturedIndex(page, chunk, SLICE_PAGES);
           bg.wait = SLICE;
           yield;
@@ -1130,12 +1170,13 @@ export class JsCore implements EngineCore {
         }
       }
       let table = 0xffffffff;
-      for (let first = 0; first < s.indexPages; first += TABLE_SLICE) {
-        table = s.writeIndexTable(first, Math.min(TABLE_SLICE, s.indexPages - first), table);
+      for (let first = 0; first < indexPages; first += TABLE_SLICE) {
+        table = s.writeIndexTable(first, Math.min(TABLE_SLICE, indexPages - first), table);
         bg.wait = SLICE;
         yield;
       }
-      s.writeIndexHeader(next, s.capturedCount, ~table >>> 0, s.indexRebuilds === s.capturedRebuilds);
+      s.writeIndexHeader(next, s.capturedCount, ~table >>> 0, s.capturedIndexCapacity,
+        s.indexRebuilds === s.capturedRebuilds);
     }
     bg.fsync();
     for (const s of shards) {
@@ -1445,7 +1486,10 @@ export class JsCore implements EngineCore {
       lastCheckpointAt: this.lastCheckpointAt,
       fsyncs: this.rounds,
       readOnly: this.failed,
-      shards: this.shards.map((s) => ({ accounts: s.count, capacity: s.capacity, indexRebuilds: s.indexRebuilds })),
+      shards: this.shards.map((s) => ({
+        accounts: s.count, capacity: s.capacity, indexRebuilds: s.indexRebuilds, indexCapacity: s.mask + 1,
+        indexResizes: s.indexResizes,
+      })),
     };
   }
 

@@ -18,6 +18,10 @@
  * same boundaries as the native log, so both engines leave the same shape of
  * file behind.
  *
+ * Growth (native/shard.hpp): the account file grows by nextDataCapacity (its last segment is replaced by a
+ * full one, zero-filled lazily, the first time it has to); the index doubles by the same incremental rehash
+ * as native, step for step, so that both engines leave the same files.
+ *
  * Checkpoint: the dirty-page sets are "live" (changed since the last
  * hand-over) or "captured" (being written back by a background checkpoint);
  * capture() swaps them. The write-back copies pages out in chunks (Chunk), so
@@ -26,8 +30,9 @@
 import * as fs from 'node:fs';
 import { BatchStatus } from '../errors';
 import {
-  ACCOUNT_VERSION, ENTRIES_PER_PAGE, INDEX_MAGIC, INDEX_VERSION, PAGE_SIZE, WAL_GENERATIONS, WAL_MAGIC, WAL_RECORD_SIZE,
-  WalType, indexTableBytes, shardFile, walFile,
+  ACCOUNT_VERSION, ENTRIES_PER_PAGE, INDEX_LOAD_DIVISOR, INDEX_MAGIC, INDEX_VERSION, MAX_ACCOUNTS_PER_SHARD,
+  MAX_INDEX_CAPACITY, PAGE_SIZE, REHASH_ENTRIES_PER_INSERT, WAL_GENERATIONS, WAL_MAGIC, WAL_RECORD_SIZE, WalType,
+  indexCapacityFor, indexTableBytes, nextDataCapacity, shardFile, walFile,
 } from '../format';
 import { crc32cWords, crcOverRecord, crcWords, recordCrcDelta } from './crc';
 import { K, bucketOf, hashKeyWords } from './hash';
@@ -37,8 +42,13 @@ import {
 } from './io';
 
 const SLOTS_PER_PAGE = PAGE_SIZE / 128; // 32
-const SEG_SHIFT = 24; // slots per segment: 2^24 (2 GiB), under the Buffer limit
-const SEG_MASK = (1 << SEG_SHIFT) - 1;
+/**
+ * Slots per segment: 2^16 (8 MiB). Segments are always allocated whole (zero-filled lazily by the OS: only
+ * touched pages cost memory), so a shard grows by adding segments and never copies one: a copy of megabytes
+ * into fresh pages costs tens of milliseconds (a page fault per 4 KiB).
+ */
+export const SEG_SHIFT = 16;
+export const SEG_MASK = (1 << SEG_SHIFT) - 1;
 const REGION_SHIFT = 9; // slots read from the file at a time: 512 (64 KiB)
 const REGION_SLOTS = 1 << REGION_SHIFT;
 const REGION_BYTES = REGION_SLOTS * 128;
@@ -49,6 +59,8 @@ const WAL_FIRST_CHUNK = 256 * 1024;
 const WAL_RESERVATION = 64 * 1024 * 1024 * 1024;
 const STAGE_RECORDS = 512;
 const TWO32 = 4294967296;
+/** probe(): a damaged index page (or a full table): rebuild from the account file. */
+const DAMAGED = -2;
 
 // Account record words (native/format.h AccountRecord).
 export const A_LAMPORTS = 8;
@@ -250,7 +262,7 @@ function encodeIndexHeader(h: Buffer, shard: number, capacity: number, count: nu
  * epoch carries. The file stays in memory (log.scan) for the passes that follow. Shared with verifyLedger
  * (src/verify.ts), which opens the file read-only: one implementation of the scan rules in TypeScript.
  */
-export function scanWal(log: WalLog, shard: number, capacity: number, epoch: number, checkpointLsn: number): LogScan {
+export function scanWal(log: WalLog, shard: number, epoch: number, checkpointLsn: number): LogScan {
   const out: LogScan = { prefixEnd: 0, records: 0, damaged: false, droppedBytes: 0, durableLsn: 0, durableAt: 0 };
   const size = fileSize(log.fd);
   log.closeScan();
@@ -288,7 +300,7 @@ export function scanWal(log: WalLog, shard: number, capacity: number, epoch: num
       const leg = u[w + W_LEG];
       const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
       const ok = type >= WalType.MINT && type <= WalType.IMAGE && legs >= 1 && leg < legs &&
-        u[w + W_SLOT] < capacity && lsn > checkpointLsn &&
+        u[w + W_SLOT] < MAX_ACCOUNTS_PER_SHARD && lsn > checkpointLsn &&
         (lsn > prevLsn || (lsn === prevLsn && leg > prevLeg));
       if (!ok) break;
       prevLsn = lsn;
@@ -430,9 +442,18 @@ export function globalCut(files: ScannedLog[], checkpointLsn: number): LogCut {
   return { base, cut, durable, proof, corruption };
 }
 
+/** Whether an index header read at open is one this code could have written: the file is laid out for its capacity. */
+function plausibleHeader(h: Buffer, shard: number, atLeast: number): boolean {
+  const cap = h.readUInt32LE(12);
+  return h.readUInt32LE(60) === crc32cWords(new Uint32Array(h.buffer, h.byteOffset, 15), 0, 15) &&
+    h.readUInt32LE(0) === INDEX_MAGIC && h.readUInt32LE(4) === INDEX_VERSION && h.readUInt32LE(8) === shard &&
+    cap >= atLeast && cap <= MAX_INDEX_CAPACITY && (cap & (cap - 1)) === 0 && h.readUInt32LE(20) === cap / ENTRIES_PER_PAGE;
+}
+
 export class Shard {
   readonly number: number;
-  readonly capacity: number;
+  /** Slots of the account file: the file's size / 128; it grows (growData). */
+  capacity: number;
   readonly seed: number;
   readonly dir: string;
   count = 0;
@@ -442,13 +463,13 @@ export class Shard {
 
   // ---- accounts
   dataFd = -1;
-  readonly dataBytes: number;
-  readonly dataPages: number;
+  dataBytes: number;
+  dataPages: number;
   readonly segs: Buffer[] = [];
   readonly segs32: Uint32Array[] = [];
-  readonly loaded!: Uint8Array;
+  loaded!: Uint8Array;
   /** Records whose CRC has been checked (or that this engine sealed) since they were read. */
-  readonly checked!: Uint8Array;
+  checked!: Uint8Array;
   /** Data pages changed since the last hand-over (the live set). */
   dirtyData!: Uint8Array;
   /** The live sets are not empty. */
@@ -458,13 +479,30 @@ export class Shard {
 
   // ---- index
   indexFd = -1;
-  readonly mask: number;
-  readonly indexPages: number;
-  readonly entriesOff: number;
+  /** The current table: capacity - 1, pages, and (fromFile) where its pages are in the file. */
+  mask: number;
+  indexPages: number;
+  entriesOff: number;
+  /** Unverified pages of the current table are read from the file (false: a table built in memory). */
+  fromFile = true;
   readonly head = Buffer.alloc(64);
-  readonly pageCrcs!: Uint32Array;
-  readonly idx!: Uint32Array;
-  readonly verified!: Uint8Array;
+  pageCrcs!: Uint32Array;
+  idx!: Uint32Array;
+  verified!: Uint8Array;
+  /** The table a rehash drains (undefined: none), as the current one; the next position to move. */
+  oldIdx: Uint32Array | undefined;
+  oldMask = 0;
+  oldVerified: Uint8Array | undefined;
+  oldFromFile = false;
+  oldEntriesOff = 0;
+  oldPageCrcs: Uint32Array | undefined;
+  rehashPos = 0;
+  indexResizes = 0;
+  /** Capacity the index file is laid out for. */
+  fileCapacity: number;
+  /** At the hand-over: the table the checkpoint writes (undefined: a rehash ran, the index is not written). */
+  capturedIdxBytes: Buffer | undefined;
+  capturedIndexCapacity = 0;
   /** Index pages changed since the last hand-over (the live set). */
   dirtyIdx!: Uint8Array;
   /** Index pages a background checkpoint writes back (all zero otherwise). */
@@ -475,7 +513,7 @@ export class Shard {
   /** The index file's header names the checkpoint after the manifest's (see loadIndex). */
   indexAhead = false;
   /** The index entries as bytes (the page copies come from here). */
-  readonly idxBytes!: Buffer;
+  idxBytes!: Buffer;
 
   // ---- log
   /** The two log files: logs[e & 1] holds the records of epoch e. */
@@ -529,10 +567,31 @@ export class Shard {
     this.indexName = shardFile('index', shard, 'bin');
     for (let g = 0; g < WAL_GENERATIONS; g++) this.logs.push(new WalLog(walFile(shard, g)));
     this.log = this.logs[m.epoch & 1];
+    // The account file's size is the capacity; the index header the index's.
+    let size = 0;
+    let indexCapacity = m.indexCapacity;
+    try {
+      this.dataFd = openFile(`${dir}/${this.dataName}`, O_RDWR);
+      size = fileSize(this.dataFd);
+      if (size % 128 !== 0 || size < this.capacity * 128 || size > MAX_ACCOUNTS_PER_SHARD * 128) {
+        fail(BatchStatus.CORRUPTION, `${this.dataName}: size ${size}, expected a multiple of 128 from ` +
+          `${this.capacity * 128} to ${MAX_ACCOUNTS_PER_SHARD * 128}`);
+      }
+      this.indexFd = openFile(`${dir}/${this.indexName}`, O_RDWR | O_CREAT);
+      if (fileSize(this.indexFd) >= 64) {
+        readAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
+        if (plausibleHeader(this.head, shard, m.indexCapacity)) indexCapacity = this.head.readUInt32LE(12);
+      }
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.capacity = size / 128;
     this.dataBytes = this.capacity * 128;
     this.dataPages = Math.ceil(this.dataBytes / PAGE_SIZE);
-    this.indexPages = m.indexCapacity / ENTRIES_PER_PAGE;
-    this.mask = m.indexCapacity - 1;
+    this.indexPages = indexCapacity / ENTRIES_PER_PAGE;
+    this.mask = indexCapacity - 1;
+    this.fileCapacity = indexCapacity;
     this.entriesOff = PAGE_SIZE + indexTableBytes(this.indexPages);
     try {
       // Zero-filled allocations: the OS commits their pages as they are touched.
@@ -541,32 +600,20 @@ export class Shard {
       this.capturedData = new Uint8Array(this.dataPages);
       this.checked = new Uint8Array(this.capacity);
       this.pageCrcs = new Uint32Array(this.indexPages);
-      this.idx = new Uint32Array(m.indexCapacity * 2);
+      this.idx = new Uint32Array(indexCapacity * 2);
       this.verified = new Uint8Array(this.indexPages);
       this.dirtyIdx = new Uint8Array(this.indexPages);
       this.capturedIdx = new Uint8Array(this.indexPages);
       this.idxBytes = Buffer.from(this.idx.buffer, this.idx.byteOffset, this.idx.byteLength);
-      for (let first = 0; first < this.capacity; first += SEG_MASK + 1) {
-        const slots = Math.min(SEG_MASK + 1, this.capacity - first);
-        const seg = Buffer.alloc(Math.ceil(slots / REGION_SLOTS) * REGION_BYTES);
-        this.segs.push(seg);
-        this.segs32.push(new Uint32Array(seg.buffer, seg.byteOffset, seg.length / 4));
-      }
     } catch (e) {
+      this.close();
       fail(BatchStatus.IO_ERROR, `shard ${shard}: cannot allocate memory for ${this.capacity} accounts and ` +
-        `${m.indexCapacity} index entries: ${(e as Error).message}`);
+        `${indexCapacity} index entries: ${(e as Error).message}`);
     }
     try {
-      this.dataFd = openFile(`${dir}/${this.dataName}`, O_RDWR);
-      const size = fileSize(this.dataFd);
-      if (size !== this.dataBytes) {
-        fail(BatchStatus.CORRUPTION, `${this.dataName}: size ${size}, expected ${this.dataBytes}`);
-      }
-
-      this.indexFd = openFile(`${dir}/${this.indexName}`, O_RDWR | O_CREAT);
-      const want = indexFileBytes(m.indexCapacity);
+      const want = indexFileBytes(indexCapacity);
       // A short or missing index is rebuilt; give it its full size first.
-      if (fileSize(this.indexFd) !== want) resize(this.indexFd, want, this.indexName);
+      if (fileSize(this.indexFd) < want) resize(this.indexFd, want, this.indexName);
       readAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
       readAt(this.indexFd, new Uint8Array(this.pageCrcs.buffer), 0, this.indexPages * 4, PAGE_SIZE, this.indexName);
 
@@ -603,8 +650,21 @@ export class Shard {
     const fileOff = r * REGION_BYTES;
     const len = Math.min(REGION_BYTES, this.dataBytes - fileOff);
     const first = r << REGION_SHIFT;
-    readUpTo(this.dataFd, this.segs[first >>> SEG_SHIFT], (first & SEG_MASK) * 128, len, fileOff, this.dataName);
+    readUpTo(this.dataFd, this.segment(first >>> SEG_SHIFT), (first & SEG_MASK) * 128, len, fileOff, this.dataName);
     this.loaded[r] = 1;
+  }
+
+  /**
+   * Segment k, allocated (whole, zero-filled lazily by the OS) the first time a region of it is loaded: a shard
+   * costs memory for the segments it uses, whatever its capacity, and grows without copying any.
+   */
+  segment(k: number): Buffer {
+    let seg = this.segs[k];
+    if (seg === undefined) {
+      seg = this.segs[k] = Buffer.alloc((SEG_MASK + 1) * 128);
+      this.segs32[k] = new Uint32Array(seg.buffer, seg.byteOffset, seg.length / 4);
+    }
+    return seg;
   }
 
   /** Word array holding `slot` (loaded); its record starts at word recWord(slot). */
@@ -681,16 +741,63 @@ export class Shard {
     u[w + A_CREATED_LSN + 1] = hi32(lsn);
     u[w + A_SLOT] = slot;
     u[w + A_VERSION] = ACCOUNT_VERSION;
+    // Dirty now, not only at seal: a rebuild started by the rehash step below must find this account.
+    this.dirtyData[slot >>> 5] = 1;
     this.idx[pos * 2] = slot + 1;
     this.idx[pos * 2 + 1] = hash;
     this.dirtyIdx[pos >>> 9] = 1;
     this.anyDirty = true;
+    this.inserted();
     return slot;
+  }
+
+  /**
+   * Room for one more account: OK (the file grown if it had to be), CAPACITY_EXCEEDED at the hard limit, or
+   * throws IO_ERROR (a full disk) with nothing changed.
+   */
+  room(): number {
+    if (this.count < this.capacity) return BatchStatus.OK;
+    if (this.capacity >= MAX_ACCOUNTS_PER_SHARD) return BatchStatus.CAPACITY_EXCEEDED;
+    this.growData(nextDataCapacity(this.capacity));
+    return BatchStatus.OK;
+  }
+
+  /** Extends the file (refused before anything changes when the disk cannot take it), then the memory behind it. */
+  growData(to: number): void {
+    const bytes = to * 128;
+    const size = fileSize(this.dataFd);
+    if (size < bytes) {
+      // Node has no fallocate: the file grows sparse, after a check of the free space (as the logs do).
+      if (freeBytes(this.dir) < bytes - size) fail(BatchStatus.IO_ERROR, `allocate ${this.dataName}: No space left on device`);
+      resize(this.dataFd, bytes, this.dataName);
+    }
+    // (Segments come when their regions are first loaded: nothing to allocate or copy here.)
+    this.capacity = to;
+    this.dataBytes = bytes;
+    this.dataPages = Math.ceil(bytes / PAGE_SIZE);
+    // Flags per region and per page (small: copied at their exact size); per slot: copied into an array at
+    // least twice as long, so that copying costs O(1) per account over a shard's life.
+    const grown = (a: Uint8Array, n: number, atLeast = n): Uint8Array => {
+      if (a.length >= n) return a;
+      const b = new Uint8Array(atLeast);
+      b.set(a);
+      return b;
+    };
+    this.loaded = grown(this.loaded, Math.ceil(to / REGION_SLOTS));
+    this.checked = grown(this.checked, to, Math.min(MAX_ACCOUNTS_PER_SHARD, Math.max(to, 2 * this.checked.length)));
+    this.dirtyData = grown(this.dirtyData, this.dataPages);
+    crashPoint('grow:after-data-extend');
+  }
+
+  /** Replay: the file large enough for `slot`, by the same steps as live growth. */
+  growFor(slot: number): void {
+    while (slot >= this.capacity) this.growData(nextDataCapacity(this.capacity));
   }
 
   /** Reads the lines of the record an index entry names, if it is in memory: a prefetch (returns junk). */
   touch(e: number): number {
     const slot = e - 1;
+    // (the current table only: during a rehash an older key may be in the old one)
     if (slot < 0 || slot >= this.capacity || this.loaded[slot >>> REGION_SHIFT] === 0) return 0;
     const u = this.segs32[slot >>> SEG_SHIFT];
     const w = (slot & SEG_MASK) << 5;
@@ -699,11 +806,12 @@ export class Shard {
 
   // ------------------------------------------------------------------ index
 
-  private verifyPage(page: number): boolean {
-    readAt(this.indexFd, new Uint8Array(this.idx.buffer, page * PAGE_SIZE, PAGE_SIZE), 0, PAGE_SIZE,
-      this.entriesOff + page * PAGE_SIZE, this.indexName);
-    if (crc32cWords(this.idx, page * 1024, 1024) === this.pageCrcs[page]) {
-      this.verified[page] = 1;
+  /** Reads page `page` of a table from the file and checks it against its CRC. */
+  private verifyPage(idx: Uint32Array, page: number, entriesOff: number, crcs: Uint32Array, verified: Uint8Array): boolean {
+    readAt(this.indexFd, new Uint8Array(idx.buffer, idx.byteOffset + page * PAGE_SIZE, PAGE_SIZE), 0, PAGE_SIZE,
+      entriesOff + page * PAGE_SIZE, this.indexName);
+    if (crc32cWords(idx, page * 1024, 1024) === crcs[page]) {
+      verified[page] = 1;
       return true;
     }
     return false;
@@ -724,31 +832,116 @@ export class Shard {
     K.set(saved);
   }
 
+  /** Probes one table for the key in K: the slot, -1 (this.pos = the empty entry) or DAMAGED. */
+  private probe(idx: Uint32Array, mask: number, verified: Uint8Array, fromFile: boolean, entriesOff: number,
+    crcs: Uint32Array, hash: number): number {
+    let i = bucketOf(hash, mask);
+    for (let probes = 0; probes <= mask; probes++) {
+      const page = i >>> 9;
+      if (fromFile && verified[page] === 0 && !this.verifyPage(idx, page, entriesOff, crcs, verified)) return DAMAGED;
+      const e = idx[i * 2];
+      if (e === 0) {
+        this.pos = i;
+        return -1;
+      }
+      if (idx[i * 2 + 1] === hash && e <= this.capacity && this.keyEq(e - 1)) return e - 1;
+      i = (i + 1) & mask;
+    }
+    return DAMAGED; // a full table cannot happen in a valid index
+  }
+
   /** Slot of the key in K, or -1 with this.pos set to the empty entry where it would go. */
   find(hash: number): number {
+    for (;;) {
+      const found = this.probe(this.idx, this.mask, this.verified, this.fromFile, this.entriesOff, this.pageCrcs, hash);
+      if (found === DAMAGED) {
+        // A damaged index page: the account file is the truth, rebuild from it.
+        this.rebuildKeepingKey();
+        continue;
+      }
+      if (found >= 0 || this.oldIdx === undefined) return found;
+      // Not (yet) moved to the new table: the old one, which never changes.
+      const pos = this.pos;
+      const old = this.probe(this.oldIdx, this.oldMask, this.oldVerified!, this.oldFromFile, this.oldEntriesOff,
+        this.oldPageCrcs!, hash);
+      if (old === DAMAGED) {
+        this.rebuildKeepingKey();
+        continue;
+      }
+      this.pos = pos; // new keys go to the current table
+      return old;
+    }
+  }
+
+  // ------------------------------------------------------------------ index growth (native Shard::Inserted)
+
+  /** After a key was put into the current table: a rehash step, or the start of one. */
+  inserted(): void {
+    if (this.oldIdx !== undefined) this.rehashStep(REHASH_ENTRIES_PER_INSERT);
+    else if (this.count * INDEX_LOAD_DIVISOR >= this.mask + 1 && this.mask + 1 < MAX_INDEX_CAPACITY) this.startRehash();
+  }
+
+  /** A zeroed table of `capacity` entries built in memory (all verified) becomes the current one. */
+  private newTable(capacity: number): void {
+    this.idx = new Uint32Array(capacity * 2);
+    this.idxBytes = Buffer.from(this.idx.buffer, this.idx.byteOffset, this.idx.byteLength);
+    this.mask = capacity - 1;
+    this.indexPages = capacity / ENTRIES_PER_PAGE;
+    this.fromFile = false;
+    this.verified = new Uint8Array(this.indexPages).fill(1);
+    this.dirtyIdx = new Uint8Array(this.indexPages);
+  }
+
+  private startRehash(): void {
+    this.oldIdx = this.idx;
+    this.oldMask = this.mask;
+    this.oldVerified = this.verified;
+    this.oldFromFile = this.fromFile;
+    this.oldEntriesOff = this.entriesOff;
+    this.oldPageCrcs = this.pageCrcs;
+    this.newTable((this.mask + 1) * 2);
+    this.rehashPos = 0;
+    this.anyDirty = true;
+    crashPoint('grow:after-rehash-start');
+  }
+
+  /** Moves the entries of `positions` positions of the old table, in order. */
+  private rehashStep(positions: number): void {
+    const old = this.oldIdx!;
     const idx = this.idx;
     const mask = this.mask;
-    for (;;) {
-      let i = bucketOf(hash, mask);
-      let rebuilt = false;
-      for (let probes = 0; probes <= mask; probes++) {
-        const page = i >>> 9;
-        if (this.verified[page] === 0 && !this.verifyPage(page)) {
-          // A damaged index page: the account file is the truth, rebuild from it.
-          this.rebuildKeepingKey();
-          rebuilt = true;
-          break;
-        }
-        const e = idx[i * 2];
-        if (e === 0) {
-          this.pos = i;
-          return -1;
-        }
-        if (idx[i * 2 + 1] === hash && e <= this.capacity && this.keyEq(e - 1)) return e - 1;
-        i = (i + 1) & mask;
+    for (; positions > 0 && this.rehashPos <= this.oldMask; positions--, this.rehashPos++) {
+      const p = this.rehashPos;
+      if (this.oldFromFile && this.oldVerified![p >>> 9] === 0 &&
+        !this.verifyPage(old, p >>> 9, this.oldEntriesOff, this.oldPageCrcs!, this.oldVerified!)) {
+        this.rebuildKeepingKey(); // ends the rehash
+        return;
       }
-      if (!rebuilt) this.rebuildKeepingKey(); // a full table cannot happen in a valid index
+      const e = old[p * 2];
+      if (e === 0) continue;
+      // Never in the new table yet: new keys go there only when absent from both.
+      const tag = old[p * 2 + 1];
+      let i = bucketOf(tag, mask);
+      while (idx[i * 2] !== 0) i = (i + 1) & mask;
+      idx[i * 2] = e;
+      idx[i * 2 + 1] = tag;
+      this.dirtyIdx[i >>> 9] = 1;
     }
+    if (this.rehashPos > this.oldMask) this.endRehash();
+  }
+
+  private endRehash(): void {
+    this.oldIdx = this.oldVerified = this.oldPageCrcs = undefined;
+    this.indexResizes++;
+    // The file holds the old layout: the next checkpoint writes the table whole.
+    this.dirtyIdx.fill(1);
+    this.anyDirty = true;
+    crashPoint('grow:after-rehash-end');
+  }
+
+  /** Moves the rest of the old table (foreground checkpoints write one table, whole). */
+  finishRehash(): void {
+    while (this.oldIdx !== undefined) this.rehashStep(this.oldMask + 1);
   }
 
   /**
@@ -764,7 +957,7 @@ export class Shard {
     this.indexAhead = epoch === m.epoch + 1 && checkpointLsn >= m.checkpointLsn;
     const ok = h.readUInt32LE(60) === crc32cWords(new Uint32Array(h.buffer, h.byteOffset, 15), 0, 15) &&
       h.readUInt32LE(0) === INDEX_MAGIC && h.readUInt32LE(4) === INDEX_VERSION && h.readUInt32LE(8) === this.number &&
-      h.readUInt32LE(12) === m.indexCapacity && h.readUInt32LE(20) === this.indexPages &&
+      h.readUInt32LE(12) === this.mask + 1 && h.readUInt32LE(20) === this.indexPages &&
       h.readUInt32LE(40) === m.seed && h.readUInt32LE(16) <= this.capacity &&
       h.readUInt32LE(44) === crc32cWords(this.pageCrcs, 0, this.indexPages);
     if (!ok || !((epoch === m.epoch && checkpointLsn === m.checkpointLsn) || this.indexAhead)) return false;
@@ -776,7 +969,12 @@ export class Shard {
   /** From the account file: every non-empty record, in slot order. */
   rebuildIndex(): void {
     this.indexRebuilds++;
-    this.idx.fill(0);
+    // A rehash in progress is dropped: one table, large enough for every slot of the file.
+    this.oldIdx = this.oldVerified = this.oldPageCrcs = undefined;
+    const want = indexCapacityFor(this.capacity, this.mask + 1);
+    if (want !== this.mask + 1) this.newTable(want);
+    else this.idx.fill(0);
+    this.fromFile = false;
     this.verified.fill(1);
     this.dirtyIdx.fill(1);
     this.anyDirty = true;
@@ -784,20 +982,21 @@ export class Shard {
     const regions = this.loaded.length;
     for (let r = 0; r < regions; r++) {
       const first = r << REGION_SHIFT;
-      const seg = this.segs[first >>> SEG_SHIFT];
-      const u = this.segs32[first >>> SEG_SHIFT];
       const segOff = (first & SEG_MASK) * 128;
       const len = Math.min(REGION_BYTES, this.dataBytes - r * REGION_BYTES);
       if (this.loaded[r] === 0) {
         // Read into the zero-filled segment only when the file holds something
         // there: a rebuild costs memory in proportion to the data, not the capacity.
+        // (An empty region stays unloaded: its segment may not exist.)
         const n = readUpTo(this.dataFd, ZEROS_SCRATCH, 0, len, r * REGION_BYTES, this.dataName);
-        this.loaded[r] = 1;
         if (ZEROS.compare(ZEROS_SCRATCH, 0, n, 0, n) === 0) continue;
-        ZEROS_SCRATCH.copy(seg, segOff, 0, n);
-      } else if (ZEROS.compare(seg, segOff, segOff + len, 0, len) === 0) {
+        ZEROS_SCRATCH.copy(this.segment(first >>> SEG_SHIFT), segOff, 0, n);
+        this.loaded[r] = 1;
+      } else if (ZEROS.compare(this.segs[first >>> SEG_SHIFT], segOff, segOff + len, 0, len) === 0) {
         continue;
       }
+      const seg = this.segs[first >>> SEG_SHIFT];
+      const u = this.segs32[first >>> SEG_SHIFT];
       const end = Math.min(first + REGION_SLOTS, this.capacity);
       for (let s = first; s < end; s++) {
         const w = (s & SEG_MASK) << 5;
@@ -959,7 +1158,7 @@ export class Shard {
 
   /** Recovery pass 1 over one file of this shard (scanWal). */
   scanLog(log: WalLog, epoch: number, checkpointLsn: number): LogScan {
-    return scanWal(log, this.number, this.capacity, epoch, checkpointLsn);
+    return scanWal(log, this.number, epoch, checkpointLsn);
   }
 
   /** Recovery pass 3: applies every record of the prefix below the global cut; returns how many. */
@@ -974,6 +1173,8 @@ export class Shard {
         break;
       }
       const slot = u![w + W_SLOT];
+      // The file may have lost a growth the log outlived (a power cut): grow it again, by the same steps.
+      if (slot >= this.capacity) this.growFor(slot);
       const r = this.rec32(slot);
       const rw = (slot & SEG_MASK) << 5;
       for (let i = 0; i < 32; i++) r[rw + i] = u![w + W_ACCOUNT + i];
@@ -988,6 +1189,7 @@ export class Shard {
           this.idx[this.pos * 2] = slot + 1;
           this.idx[this.pos * 2 + 1] = hash;
           this.dirtyIdx[this.pos >>> 9] = 1;
+          this.inserted();
         } else if (found !== slot) {
           fail(BatchStatus.CORRUPTION, `${log.name}: account at offset ${o} names slot ${slot} but the index holds it at slot ${found}`);
         }
@@ -1039,8 +1241,9 @@ export class Shard {
     dataSyncOrThrow(this.dataFd, this.dataName);
   }
 
-  /** Dirty pages, the CRC table and the header, then fdatasync. */
+  /** Dirty pages, the CRC table and the header, then fdatasync. The caller has finished any rehash. */
   writeIndex(next: ShardManifest): void {
+    if (this.mask + 1 !== this.fileCapacity) this.resizeIndexFile(this.mask + 1);
     const d = this.dirtyIdx;
     for (let p = 0; p < d.length;) {
       if (d[p] === 0) {
@@ -1053,8 +1256,32 @@ export class Shard {
       p = e;
     }
     const table = this.writeIndexTable(0, this.indexPages, 0xffffffff);
-    this.writeIndexHeader(next, this.count, ~table >>> 0);
+    this.writeIndexHeader(next, this.count, ~table >>> 0, this.mask + 1);
     dataSyncOrThrow(this.indexFd, this.indexName);
+  }
+
+  /**
+   * A table of another capacity than the file's is written whole, in its layout: the header is made invalid
+   * and durable first, so that no crash can pair it with pages of the new layout; then the file grows.
+   */
+  resizeIndexFile(capacity: number): void {
+    this.invalidateIndexHeader();
+    dataSyncOrThrow(this.indexFd, this.indexName);
+    this.extendIndexFile(capacity);
+  }
+
+  invalidateIndexHeader(): void {
+    this.head.fill(0);
+    writeAt(this.indexFd, this.head, 0, 64, 0, this.indexName);
+  }
+
+  /** The second half of resizeIndexFile (a background checkpoint fsyncs the header on the pool in between). */
+  extendIndexFile(capacity: number): void {
+    if (fileSize(this.indexFd) < indexFileBytes(capacity)) resize(this.indexFd, indexFileBytes(capacity), this.indexName);
+    this.fileCapacity = capacity;
+    this.entriesOff = PAGE_SIZE + indexTableBytes(capacity / ENTRIES_PER_PAGE);
+    this.pageCrcs = new Uint32Array(capacity / ENTRIES_PER_PAGE);
+    crashPoint('checkpoint:after-index-resize');
   }
 
   // Background: the captured sets, copied out a chunk at a time while operations go on changing the pages
@@ -1065,13 +1292,25 @@ export class Shard {
   capture(): void {
     const d = this.capturedData;
     this.capturedData = this.dirtyData;
-    this.dirtyData = d;
-    const x = this.capturedIdx;
-    this.capturedIdx = this.dirtyIdx;
-    this.dirtyIdx = x;
+    this.dirtyData = d.length === this.dataPages ? d : new Uint8Array(this.dataPages);
     this.anyDirty = false;
     this.capturedCount = this.count;
     this.capturedRebuilds = this.indexRebuilds;
+    if (this.oldIdx !== undefined) {
+      // Two tables: neither is the index alone. This checkpoint leaves the index file invalid (a crash before
+      // the next one rebuilds it); the dirty pages stay live for the checkpoint after the rehash.
+      this.capturedIdxBytes = undefined;
+      this.capturedIdx = new Uint8Array(0);
+      this.anyDirty = true;
+      return;
+    }
+    this.capturedIdxBytes = this.idxBytes;
+    this.capturedIndexCapacity = this.mask + 1;
+    const x = this.capturedIdx;
+    this.capturedIdx = this.dirtyIdx;
+    this.dirtyIdx = x.length === this.indexPages ? x : new Uint8Array(this.indexPages);
+    // Written whole, in its layout (extendIndexFile gives it a CRC table of its size).
+    if (this.capturedIndexCapacity !== this.fileCapacity) this.capturedIdx.fill(1);
   }
 
   /**
@@ -1107,7 +1346,7 @@ export class Shard {
       if (p < 0) return d.length;
       d[p] = 0;
       const at = chunk.n * PAGE_SIZE;
-      this.idxBytes.copy(chunk.buf, at, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      this.capturedIdxBytes!.copy(chunk.buf, at, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
       chunk.crcs[chunk.n] = crc32cWords(chunk.words, at >>> 2, PAGE_SIZE / 4);
       chunk.pages[chunk.n++] = p;
       page = p + 1;
@@ -1116,7 +1355,8 @@ export class Shard {
   }
 
   planIndexWrites(chunk: Chunk, from: number, to: number): void {
-    chunk.plan(from, to, this.entriesOff, this.indexPages * PAGE_SIZE);
+    const pages = this.capturedIndexCapacity / ENTRIES_PER_PAGE;
+    chunk.plan(from, to, PAGE_SIZE + indexTableBytes(pages), pages * PAGE_SIZE);
   }
 
   /** The index page copies [from, to) of `chunk` are written: the CRC table names what the file holds. */
@@ -1136,10 +1376,10 @@ export class Shard {
    * the hand-over (its copies may have been taken half cleared), an invalid one: the next open rebuilds it
    * and the next checkpoint writes it whole.
    */
-  writeIndexHeader(next: ShardManifest, count: number, tableCrc: number, valid = true): void {
+  writeIndexHeader(next: ShardManifest, count: number, tableCrc: number, capacity: number, valid = true): void {
     if (valid) {
-      encodeIndexHeader(this.head, this.number, this.mask + 1, count, this.indexPages, next.epoch, next.checkpointLsn,
-        this.seed, tableCrc);
+      encodeIndexHeader(this.head, this.number, capacity, count, capacity / ENTRIES_PER_PAGE, next.epoch,
+        next.checkpointLsn, this.seed, tableCrc);
     } else {
       this.head.fill(0);
     }
@@ -1150,6 +1390,7 @@ export class Shard {
   dropCaptured(): void {
     this.capturedData.fill(0);
     this.capturedIdx.fill(0);
+    this.capturedIdxBytes = undefined;
   }
 
   clearDirty(): void {

@@ -44,7 +44,7 @@ describe.each(engines)('%s engine: operations', (engine) => {
   });
 
   it('every rejected call throws its code and changes nothing', async () => {
-    ledger = await open(tmpDir(), engine, { shards: 1, accountsPerShard: 2 });
+    ledger = await open(tmpDir(), engine, { shards: 1, accountsPerShard: 2, maxAccounts: 2 });
     const l = ledger;
     const [a, b, c] = [key(1), key(2), key(3)];
     l.mint(a, 10n);
@@ -124,18 +124,19 @@ describe.each(engines)('%s engine: operations', (engine) => {
     expect(ledger.getBatch(Buffer.concat([a, key(99), b]), out)).toBe(out);
   });
 
-  it('a full shard answers CAPACITY_EXCEEDED and keeps every account it holds', async () => {
+  it('a ledger at its maxAccounts answers CAPACITY_EXCEEDED and keeps every account it holds', async () => {
     const dir = tmpDir();
-    ledger = await open(dir, engine, { shards: 1, accountsPerShard: 300 });
+    ledger = await open(dir, engine, { shards: 1, accountsPerShard: 300, maxAccounts: 300 });
     for (let i = 0; i < 300; i++) ledger.mint(key(i), BigInt(i + 1));
     expectLedgerError(() => ledger!.mint(key(300), 1n), 'CAPACITY_EXCEEDED');
     const ms = ledger.mintBatch(mintOps([[key(301), 1n], [key(0), 1n]]));
     expect([...ms]).toEqual([BatchStatus.CAPACITY_EXCEEDED, BatchStatus.OK]);
     await ledger.close();
-    ledger = await Ledger.open(dir, { engine });
+    ledger = await Ledger.open(dir, { engine, maxAccounts: 300 });
     expect(ledger.recovery.mode).toBe('clean');
     for (let i = 0; i < 300; i++) expect(ledger.balance(key(i))).toBe(BigInt(i + 1) + (i === 0 ? 1n : 0n));
     expect(ledger.stats().shards[0].loadFactor).toBe(1);
+    expectLedgerError(() => ledger!.mint(key(300), 1n), 'CAPACITY_EXCEEDED');
   });
 
   it('use after close is CLOSED and close is idempotent', async () => {

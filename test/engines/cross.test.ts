@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  DIST, WRITER, cleanup, jsEngineAvailable, open, other, state, stateDiff, tmpDir, type Engine, type Ledger,
+  DIST, WRITER, cleanup, fileDiffs, jsEngineAvailable, open, other, state, stateDiff, tmpDir, type Engine, type Ledger,
 } from './helpers';
 import { Model, flatOps, makeKeys, makePlan } from './workload.mjs';
 import { readManifest, walFile, Wal, WalType, WAL_MAGIC } from '../../dist/format.js';
@@ -113,6 +113,45 @@ describe('cross-engine', () => {
       expect(l.recovery.mode).toBe('clean');
       expect(stateDiff(after, state(l, keys))).toBe('');
       await l.close();
+    });
+
+    it(`grown by ${writer} from 2 x 50 to 12,000 accounts (files extended, indexes doubled), reopened by ${reader} and grown on: same state, clean opens, the same files`, async () => {
+      const keys = makeKeys(13, 12_000);
+      const dir = tmpDir();
+      let l = await open(dir, writer, { shards: 2, accountsPerShard: 50 });
+      const ops = Buffer.alloc(1000 * 40);
+      for (let from = 0; from < 8000; from += 1000) {
+        for (let j = 0; j < 1000; j++) {
+          keys[from + j].copy(ops, j * 40);
+          ops.writeBigUInt64LE(BigInt(from + j + 1), j * 40 + 32);
+        }
+        l.mintBatch(ops);
+        if (from === 3000) await l.checkpoint();
+      }
+      for (let i = 0; i < 2000; i++) l.transfer(keys[i], keys[8000 + i], 1n);
+      const grown = l.stats().shards;
+      expect(grown.every((s) => s.capacity > 50 && s.indexResizes > 0)).toBe(true);
+      const before = state(l, keys);
+      await l.close();
+      const copy = tmpDir();
+      for (const f of fs.readdirSync(dir)) if (f !== 'LOCK') fs.copyFileSync(path.join(dir, f), path.join(copy, f));
+      l = await open(dir, reader);
+      expect(l.recovery.mode).toBe('clean');
+      expect(l.stats().shards.map((s) => [s.accounts, s.capacity, s.indexCapacity]))
+        .toEqual(grown.map((s) => [s.accounts, s.capacity, s.indexCapacity]));
+      expect(stateDiff(before, state(l, keys))).toBe('');
+      for (let i = 10_000; i < 12_000; i++) l.mint(keys[i], 7n);
+      const after = state(l, keys);
+      await l.close();
+      l = await open(dir, writer);
+      expect(l.recovery.mode).toBe('clean');
+      expect(stateDiff(after, state(l, keys))).toBe('');
+      await l.close();
+      // The writer's own engine growing the copy the same way leaves the same files, byte for byte.
+      l = await open(copy, writer);
+      for (let i = 10_000; i < 12_000; i++) l.mint(keys[i], 7n);
+      await l.close();
+      expect(fileDiffs(dir, copy)).toEqual([]);
     });
 
     it(`a ${writer} ledger open in another process is LOCKED for ${reader}, until that process dies`, async () => {

@@ -23,12 +23,19 @@ interface Config {
   keys: number;
   steps: number;
   seeds: number[];
+  /** most operations in a batch (default: 1,000 with 16 shards, else 60) */
+  batch?: number;
+  /** the ledger's maxAccounts (a full ledger answers CAPACITY_EXCEEDED) */
+  maxAccounts?: number;
 }
 
 const CONFIGS: Config[] = [
   { name: 'wal on, 4 shards', shards: 4, aps: 200, wal: true, keys: 700, steps: 500, seeds: [1, 2, 3] },
-  // 37 accounts: the last page of the account file is partial; the shard fills up.
-  { name: 'wal on, 1 full shard, syncEvery 3', shards: 1, aps: 37, wal: true, syncEvery: 3, keys: 60, steps: 400, seeds: [4, 5] },
+  // 37 accounts: the last page of the account file is partial; the ledger fills up (maxAccounts).
+  { name: 'wal on, 1 full shard, syncEvery 3', shards: 1, aps: 37, wal: true, syncEvery: 3, keys: 60, steps: 400, seeds: [4, 5], maxAccounts: 37 },
+  // Shards of 50 that take 1,500 accounts each: account files grow, indexes double (incremental rehash) while
+  // checkpoints, crashes and reopens happen; both engines must grow them the same way, file for file.
+  { name: 'wal on, 2 shards that grow', shards: 2, aps: 50, wal: true, keys: 3000, steps: 250, seeds: [11], batch: 400 },
   { name: 'wal off, 3 shards', shards: 3, aps: 100, wal: false, keys: 330, steps: 500, seeds: [6, 7, 8] },
   { name: 'wal on, syncEvery 1, 2 shards', shards: 2, aps: 64, wal: true, syncEvery: 1, keys: 150, steps: 400, seeds: [9] },
   { name: 'wal on, 16 shards, large batches', shards: 16, aps: 1000, wal: true, keys: 9000, steps: 150, seeds: [10] },
@@ -72,7 +79,7 @@ async function run(cfg: Config, seed: number): Promise<void> {
   const keys = makeKeys(seed, cfg.keys);
   const dirs = [tmpDir('gl-diff-a'), tmpDir('gl-diff-b')];
   let engines: Engine[] = ['native', 'js'];
-  const opts = { wal: cfg.wal, syncEvery: cfg.syncEvery, syncIntervalMs: 50 };
+  const opts = { wal: cfg.wal, syncEvery: cfg.syncEvery, syncIntervalMs: 50, maxAccounts: cfg.maxAccounts };
   const create = { ...opts, shards: cfg.shards, accountsPerShard: cfg.aps, seed: (seed * 2654435761) >>> 0 };
   let ls: Ledger[] = [await open(dirs[0], engines[0], create), await open(dirs[1], engines[1], create)];
   let checkpointed = state(ls[0], keys); // what wal:false comes back to after a crash
@@ -109,7 +116,7 @@ async function run(cfg: Config, seed: number): Promise<void> {
       same(codes[0], codes[1]);
       count(codes[0]);
     } else if (r < 680) {
-      const n = 1 + rng.int(cfg.shards >= 16 ? 1000 : 60);
+      const n = 1 + rng.int(cfg.batch ?? (cfg.shards >= 16 ? 1000 : 60));
       const b = Buffer.alloc(n * 40);
       for (let i = 0; i < n; i++) {
         pick().copy(b, i * 40);
@@ -121,7 +128,7 @@ async function run(cfg: Config, seed: number): Promise<void> {
       same(st[0], st[1]);
       st[0].forEach((x) => count(x));
     } else if (r < 830) {
-      const n = 1 + rng.int(cfg.shards >= 16 ? 1000 : 60);
+      const n = 1 + rng.int(cfg.batch ?? (cfg.shards >= 16 ? 1000 : 60));
       const b = Buffer.alloc(n * 72);
       for (let i = 0; i < n; i++) {
         const from = pick();
@@ -187,6 +194,7 @@ async function run(cfg: Config, seed: number): Promise<void> {
       sameState();
     }
     const [a, b] = ls.map((l) => l.stats());
+    if (a.shards.some((x) => x.indexResizes > 0)) count('index resized');
     same({ lsn: a.lsn, checkpointLsn: a.checkpointLsn, walBytes: a.walBytes, readOnly: a.readOnly, shards: a.shards },
       { lsn: b.lsn, checkpointLsn: b.checkpointLsn, walBytes: b.walBytes, readOnly: b.readOnly, shards: b.shards });
     if (step % 25 === 0) sameState();
@@ -210,7 +218,7 @@ describe('differential: native and JS engines in lockstep', () => {
   }
   it('the random walks reached every outcome they are meant to compare', () => {
     for (const what of ['OK', 'INVALID_AMOUNT', 'SAME_ACCOUNT', 'ACCOUNT_NOT_FOUND', 'INSUFFICIENT_FUNDS', 'OVERFLOW',
-      'CAPACITY_EXCEEDED', 'crash', 'reopen', 'rebuild at open', 'rebuild on first touch']) {
+      'CAPACITY_EXCEEDED', 'crash', 'reopen', 'rebuild at open', 'rebuild on first touch', 'index resized']) {
       expect(seen.get(what) ?? 0, `${what} never happened: ${JSON.stringify([...seen])}`).toBeGreaterThan(0);
     }
   });
