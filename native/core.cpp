@@ -651,7 +651,11 @@ void Core::FinishCheckpoint() {
 
 bool Core::Maintain() {
   if (closed_) return false;
-  if (!checkpointer_.running()) FinishCheckpoint();
+  if (!checkpointer_.running()) {
+    FinishCheckpoint();
+    if (!AnyDirty())
+      for (auto& s : shards_) s->ReleaseWritten();
+  }
   size_t budget = kReleasePages;
   for (auto& s : shards_) {
     size_t looked = s->Release(budget);

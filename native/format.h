@@ -128,6 +128,11 @@ struct IndexHeader {
   uint32_t crc;            // 60 CRC-32C of bytes [0,60)
 };
 static_assert(sizeof(IndexHeader) == 64, "index header is 64 bytes");
+static_assert(offsetof(IndexHeader, count) == 16, "count at 16");
+static_assert(offsetof(IndexHeader, epoch) == 24, "epoch at 24");
+static_assert(offsetof(IndexHeader, table_crc) == 44, "table_crc at 44");
+static_assert(offsetof(IndexHeader, crc) == 60, "crc at 60");
+constexpr uint32_t kIndexHeaderCrcLen = 60;
 
 inline uint64_t IndexTableBytes(uint32_t page_count) {
   return (uint64_t(page_count) * 4 + kPageSize - 1) / kPageSize * kPageSize;

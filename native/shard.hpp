@@ -35,6 +35,7 @@ class Bitmap {
   void Clear() { for (auto& w : words_) w = 0; }
   void Swap(Bitmap& o) { words_.swap(o.words_); }
   void OrWith(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] |= o.words_[i]; }
+  void AndNot(const Bitmap& o) { for (size_t i = 0; i < words_.size(); i++) words_[i] &= ~o.words_[i]; }
   size_t words() const { return words_.size(); }
   uint64_t word(size_t i) const { return words_[i]; }
   void clear_word(size_t i) { words_[i] = 0; }
@@ -117,8 +118,14 @@ class Shard {
       for (uint32_t s = first; s < first + kPageSize / kAccountSize && s < ckpt_count_; s++) f(s);
     });
   }
-  // After the commit (JS thread): the captured pages are the ones to give back.
+  // After the commit (JS thread): the pages the previous checkpoint wrote back
+  // and this one did not capture (unchanged for a whole checkpoint period) are
+  // the ones to give back.
   void CheckpointDone();
+  // Nothing changed since the last hand-over (the ledger is idle): what the
+  // last checkpoint wrote back can go now, no later checkpoint will come to
+  // give it its second look.
+  void ReleaseWritten();
   // Gives back up to `budget` written-back pages not changed since; returns
   // the pages looked at (0: nothing left).
   size_t Release(size_t budget);
@@ -160,7 +167,13 @@ class Shard {
   uint32_t ckpt_count_ = 0;
   uint32_t ckpt_rebuilds_ = 0;
   std::vector<uint32_t> file_crcs_;
-  // Pages written back by the last committed checkpoint, to be given back.
+  // Pages the last committed checkpoint wrote back. They get a second chance:
+  // a page written again by the next checkpoint is hot and stays (giving it
+  // back would only cost a fault and a copy on its next change); one the next
+  // checkpoint did not capture moves to release_*.
+  Bitmap written_data_, written_index_;
+  bool written_pending_ = false;
+  // Pages to give back: written back, unchanged since.
   Bitmap release_data_, release_index_;
   size_t release_cursor_ = 0;
   bool release_pending_ = false;

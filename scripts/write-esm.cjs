@@ -1,6 +1,7 @@
 // Writes dist/index.mjs: an ES module face over the CommonJS build, so that
 // `import { Ledger } from 'geometric-ledger'` and `require(...)` share one
-// instance of the module (and of the loaded addon).
+// instance of the module (and of the loaded addon). Also makes dist/cli.js (the
+// `geoledger` command) executable.
 const fs = require('node:fs');
 const path = require('node:path');
 const dist = path.join(__dirname, '..', 'dist');
@@ -12,3 +13,6 @@ const body = [
   '',
 ].join('\n');
 fs.writeFileSync(path.join(dist, 'index.mjs'), body);
+
+// The `geoledger` command (package.json "bin"): runnable straight from a checkout too.
+fs.chmodSync(path.join(dist, 'cli.js'), 0o755);

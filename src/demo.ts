@@ -3,11 +3,12 @@
  * moves money in batches and one by one, prints throughput, then runs a child
  * process that is killed with SIGKILL mid-stream and shows the recovery: every
  * acknowledged operation back, balances still summing to what was minted.
+ * Ends with `geoledger info` on the directory.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { Ledger, registerMetrics } from './index';
 
@@ -140,8 +141,12 @@ async function main(): Promise<void> {
     }
   }
   await ledger.close();
+
+  // What an operator sees of the directory, without writing code: the geoledger command.
+  console.log(`\n$ geoledger info ${dir}`);
+  const info = spawnSync(process.execPath, [path.join(__dirname, 'cli.js'), 'info', dir], { stdio: 'inherit' });
   fs.rmSync(dir, { recursive: true, force: true });
-  if (!ok) process.exit(1);
+  if (!ok || info.status !== 0) process.exit(1);
 }
 
 main().catch((e) => {

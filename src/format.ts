@@ -29,6 +29,24 @@ export const Wal = Object.freeze({
 export const PAGE_SIZE = 4096;
 export const INDEX_MAGIC = 0x58494c47;
 export const INDEX_HEADER_SIZE = 64;
+export const INDEX_VERSION = 1;
+/** The index header's CRC covers bytes [0, 60). */
+export const INDEX_HEADER_CRC_LEN = 60;
+/** 8-byte entries (slot_plus_1, tag) per 4096-byte page: one page-CRC table entry each. */
+export const ENTRIES_PER_PAGE = PAGE_SIZE / 8;
+/** Index header fields (native/format.h IndexHeader): the file's first 64 bytes. */
+export const Index = Object.freeze({
+  MAGIC: 0, VERSION: 4, SHARD: 8, CAPACITY: 12, COUNT: 16, PAGES: 20, EPOCH: 24, CHECKPOINT_LSN: 32, SEED: 40,
+  TABLE_CRC: 44, CRC: 60,
+});
+/** Bytes of the page-CRC table (one u32 per entry page, padded to a page); it starts at PAGE_SIZE. */
+export function indexTableBytes(pages: number): number {
+  return Math.ceil((pages * 4) / PAGE_SIZE) * PAGE_SIZE;
+}
+/** Where the entry pages of an index start: after the header page and the page-CRC table. */
+export function indexEntriesOffset(pages: number): number {
+  return PAGE_SIZE + indexTableBytes(pages);
+}
 
 export const MANIFEST_FILE = 'MANIFEST';
 export const MANIFEST_MAGIC = 0x464d4c47;

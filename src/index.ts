@@ -6,4 +6,5 @@ export { registerMetrics, METRIC_NAMES, METRIC_PREFIX, type MetricsOptions } fro
 export { LedgerError, BatchStatus, type LedgerErrorCode, type BatchStatusName } from './errors';
 export { type Account, decodeAccount } from './account';
 export { type Pubkey, toBase58 } from './pubkey';
+export { verifyLedger, type VerifyReport, type VerifyFinding, type VerifyProgress, type VerifyOptions } from './verify';
 import './js/register';

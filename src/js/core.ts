@@ -21,7 +21,7 @@ import type { EngineCore, EngineOptions, EngineStats, ReplayResult } from '../en
 import { MANIFEST_FILE, WalType, encodeManifest, type Manifest } from '../format';
 import { bucketOf, hashKeyBytes, hashKeyWords, loadKeyBytes, loadKeyWords, shardOf } from './hash';
 import {
-  A_LAMPORTS, A_LSN, Chunk, SLICE_PAGES, Shard, WRITEBACK_PAGES, type LogScan, type ShardManifest, type WalLog,
+  A_LAMPORTS, A_LSN, Chunk, SLICE_PAGES, Shard, WRITEBACK_PAGES, globalCut, type ScannedLog, type ShardManifest,
 } from './shard';
 import {
   EIO_TEXT, closeFile, crashPoint, dataSyncOrThrow, dataSync, injectFsyncFailure, errText, fail, loadHooks, openDir,
@@ -276,61 +276,19 @@ export class JsCore implements EngineCore {
     const epoch = this.manifest.epoch;
     const checkpoint = this.manifest.checkpointLsn;
     // Shard by shard, the generation of the manifest's epoch, then the next.
-    const files: { shard: Shard; log: WalLog; scan: LogScan }[] = [];
+    const files: (ScannedLog & { shard: Shard })[] = [];
     try {
-      let total = 0;
       let droppedBytes = 0;
       for (const s of this.shards) {
         for (let e = epoch; e <= epoch + 1; e++) {
           const log = s.logOf(e);
           const scan = s.scanLog(log, e, checkpoint);
-          total += scan.records;
           droppedBytes += scan.droppedBytes;
           files.push({ shard: s, log, scan });
         }
       }
-      let durable = 0;
-      let proof = files[0];
-      for (const f of files) {
-        if (f.scan.durableLsn > durable) {
-          durable = f.scan.durableLsn;
-          proof = f;
-        }
-      }
-      // Transactions must follow the checkpoint without a gap, each with all of
-      // its legs; the first one that does not is where every shard is cut. A
-      // wal:false journal is one transaction at the LSN the checkpoint reached.
-      let base = checkpoint + 1;
-      let first = Infinity;
-      let firstType = 0;
-      for (const f of files) {
-        const r = f.shard.firstLsn(f.log);
-        if (r.lsn !== 0 && r.lsn < first) {
-          first = r.lsn;
-          firstType = r.type;
-        }
-      }
-      if (first !== Infinity && firstType === WalType.IMAGE) base = first;
-      const counts = new Uint32Array(total + 1);
-      const legs = new Uint32Array(total + 1);
-      for (const f of files) f.shard.countLog(f.log, base, counts, legs);
-      let cut = base;
-      while (cut - base < counts.length && legs[cut - base] !== 0 && counts[cut - base] === legs[cut - base]) cut++;
-      // Every LSN up to `durable` was on stable storage before some record that
-      // survived was written: if the cut falls there, synced records are damaged
-      // or missing. That is never a torn tail.
-      if (cut <= durable && !repair) {
-        let where = '';
-        for (const f of files) {
-          if (f.scan.damaged) {
-            where = `${f.log.name}: damaged record at offset ${f.scan.prefixEnd}`;
-            break;
-          }
-        }
-        if (where === '') where = `log records of LSN ${cut} are missing`;
-        fail(CORRUPTION, `${where}, but ${proof.log.name} at offset ${proof.scan.durableAt} proves every operation up to ` +
-          `LSN ${durable} durable: synced operations are damaged (open with repair: true to keep the valid prefix)`);
-      }
+      const { base, cut, corruption } = globalCut(files, checkpoint);
+      if (corruption !== undefined && !repair) fail(CORRUPTION, corruption);
       const dropped = { bytes: droppedBytes };
       let records = 0;
       for (const f of files) {

@@ -120,6 +120,33 @@ function openElsewhereHere(fd: number): boolean {
   return false;
 }
 
+/**
+ * The pid of the live process that holds `dir` (0: nobody), without taking the lock or writing a byte: a
+ * flock on LOCK (/proc/locks; -1 when its holder's pid is not shown), else a live "pid starttime" in it. Our
+ * own pid counts: a ledger of this process holds it. For tools that only read a directory (verifyLedger, the
+ * CLI's info).
+ */
+export function lockHolder(dir: string): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(path.join(dir, 'LOCK'), 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw e;
+  }
+  try {
+    const flock = flockHolder(fd);
+    if (flock !== 0) return flock;
+    const buf = Buffer.alloc(63);
+    const n = fs.readSync(fd, buf, 0, 63, 0);
+    const m = /^\s*(\d+)\s+(\d+)/.exec(buf.toString('latin1', 0, n));
+    if (m && m[2] !== '0' && processStart(Number(m[1])) === m[2]) return Number(m[1]);
+    return 0;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export class DirLock {
   readonly hold: Hold;
 

@@ -26,7 +26,8 @@
 import * as fs from 'node:fs';
 import { BatchStatus } from '../errors';
 import {
-  ACCOUNT_VERSION, INDEX_MAGIC, PAGE_SIZE, WAL_GENERATIONS, WAL_MAGIC, WAL_RECORD_SIZE, WalType, shardFile, walFile,
+  ACCOUNT_VERSION, ENTRIES_PER_PAGE, INDEX_MAGIC, INDEX_VERSION, PAGE_SIZE, WAL_GENERATIONS, WAL_MAGIC, WAL_RECORD_SIZE,
+  WalType, indexTableBytes, shardFile, walFile,
 } from '../format';
 import { crc32cWords, crcOverRecord, crcWords, recordCrcDelta } from './crc';
 import { K, bucketOf, hashKeyWords } from './hash';
@@ -36,8 +37,6 @@ import {
   crashPoint,
 } from './io';
 
-export const INDEX_VERSION = 1;
-export const ENTRIES_PER_PAGE = PAGE_SIZE / 8; // 512
 const SLOTS_PER_PAGE = PAGE_SIZE / 128; // 32
 const SEG_SHIFT = 24; // slots per segment: 2^24 (2 GiB), under the Buffer limit
 const SEG_MASK = (1 << SEG_SHIFT) - 1;
@@ -90,9 +89,6 @@ function freeBytes(dir: string): number {
   }
 }
 
-export function indexTableBytes(pages: number): number {
-  return Math.ceil((pages * 4) / PAGE_SIZE) * PAGE_SIZE;
-}
 export function indexFileBytes(capacity: number): number {
   return PAGE_SIZE + indexTableBytes(capacity / ENTRIES_PER_PAGE) + capacity * 8;
 }
@@ -253,6 +249,192 @@ function encodeIndexHeader(h: Buffer, shard: number, capacity: number, count: nu
   h.writeUInt32LE(seed, 40);
   h.writeUInt32LE(tableCrc, 44);
   h.writeUInt32LE(crc32cWords(new Uint32Array(h.buffer, h.byteOffset, 15), 0, 15), 60);
+}
+
+/**
+ * Recovery pass 1 over one file (native LogReader::Scan): the valid prefix of `epoch`'s records, what stops
+ * it (a clean end, or damage), what lies after it, and the largest durable LSN any intact record of the
+ * epoch carries. The file stays in memory (log.scan) for the passes that follow. Shared with verifyLedger
+ * (src/verify.ts), which opens the file read-only: one implementation of the scan rules in TypeScript.
+ */
+export function scanWal(log: WalLog, shard: number, capacity: number, epoch: number, checkpointLsn: number): LogScan {
+  const out: LogScan = { prefixEnd: 0, records: 0, damaged: false, droppedBytes: 0, durableLsn: 0, durableAt: 0 };
+  const size = fileSize(log.fd);
+  log.closeScan();
+  if (size > 0xffffffff) fail(BatchStatus.IO_ERROR, `${log.name}: log of ${size} bytes is too large to replay here`);
+  const b = Buffer.allocUnsafeSlow(size);
+  const got = readUpTo(log.fd, b, 0, size, 0, log.name);
+  b.fill(0, got);
+  const u = new Uint32Array(b.buffer, b.byteOffset, Math.floor(size / 4));
+  log.scan = b;
+  log.scan32 = u;
+  const eLo = lo32(epoch);
+  const eHi = hi32(epoch);
+  const intact = (w: number): boolean => u[w] === WAL_MAGIC && u[w + W_CRC] === walCrc(u, w);
+  const ours = (w: number): boolean =>
+    u[w] === WAL_MAGIC && u[w + W_EPOCH] === eLo && u[w + W_EPOCH + 1] === eHi && u[w + W_SHARD] === shard &&
+    u[w + W_CRC] === walCrc(u, w);
+  const noteDurable = (w: number, off: number): void => {
+    const d = u[w + W_DURABLE_LSN] + u[w + W_DURABLE_LSN + 1] * TWO32;
+    if (d > out.durableLsn) {
+      out.durableLsn = d;
+      out.durableAt = off;
+    }
+  };
+  const full = Math.floor(size / WAL_RECORD_SIZE) * WAL_RECORD_SIZE;
+  let off = 0;
+  if (full >= WAL_RECORD_SIZE && ours(0) && u[W_TYPE] === WalType.HEADER) {
+    off = WAL_RECORD_SIZE;
+    let prevLsn = 0;
+    let prevLeg = 0;
+    for (; off < full; off += WAL_RECORD_SIZE) {
+      const w = off >>> 2;
+      if (!ours(w)) break;
+      const type = u[w + W_TYPE];
+      const legs = u[w + W_LEGS];
+      const leg = u[w + W_LEG];
+      const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
+      const ok = type >= WalType.MINT && type <= WalType.IMAGE && legs >= 1 && leg < legs &&
+        u[w + W_SLOT] < capacity && lsn > checkpointLsn &&
+        (lsn > prevLsn || (lsn === prevLsn && leg > prevLeg));
+      if (!ok) break;
+      prevLsn = lsn;
+      prevLeg = leg;
+      out.records++;
+      noteDurable(w, off);
+    }
+  }
+  out.prefixEnd = log.prefixEnd = off;
+  // What stops the prefix: a clean end (end of file, space extended ahead of the writer and never
+  // written, a record left over from an earlier epoch of this reused file) or damage. Everything after
+  // it is cut; the intact records of this epoch there still tell how far the log was durable.
+  let first = true;
+  for (let o = off; o < full; o += WAL_RECORD_SIZE) {
+    const w = o >>> 2;
+    let clean = false;
+    if (ours(w) && u[w + W_TYPE] !== WalType.HEADER) {
+      out.droppedBytes += WAL_RECORD_SIZE;
+      noteDurable(w, o);
+    } else if (ZEROS.compare(b, o, o + WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0) {
+      clean = true;
+    } else if (intact(w) && epochAt(u, w) < epoch) {
+      clean = true;
+    } else if (!(o === 0 && intact(w))) {
+      out.droppedBytes += WAL_RECORD_SIZE;
+    } else {
+      // record 0 that is an intact record of another epoch or shard: a file not yet stamped for this
+      // epoch, no damage
+      clean = true;
+    }
+    if (first) out.damaged = !clean;
+    first = false;
+  }
+  for (let o = full; o < size; o++) {
+    if (b[o] !== 0) {
+      out.droppedBytes += size - full;
+      if (first) out.damaged = true;
+      break;
+    }
+  }
+  return out;
+}
+
+/** LSN and type of the first record of the prefix the scan kept; lsn 0 when there is none. */
+export function walFirstLsn(log: WalLog): { lsn: number; type: number } {
+  if (log.prefixEnd <= WAL_RECORD_SIZE) return { lsn: 0, type: 0 };
+  const u = log.scan32!;
+  const w = WAL_RECORD_SIZE >>> 2;
+  return { lsn: u[w + W_LSN] + u[w + W_LSN + 1] * TWO32, type: u[w + W_TYPE] };
+}
+
+/** Recovery pass 2: count the legs of each transaction (all files together decide the cut). */
+export function countWalLegs(log: WalLog, base: number, counts: Uint32Array, legs: Uint32Array): void {
+  const u = log.scan32!;
+  for (let o = WAL_RECORD_SIZE; o < log.prefixEnd; o += WAL_RECORD_SIZE) {
+    const w = o >>> 2;
+    const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
+    if (lsn < base || lsn - base >= counts.length) continue;
+    const i = lsn - base;
+    counts[i]++;
+    if (legs[i] === 0) legs[i] = u[w + W_LEGS];
+    else if (legs[i] !== u[w + W_LEGS]) legs[i] = 0xffffffff; // disagreeing legs: never complete
+  }
+}
+
+/** A log file recovery scanned (pass 1), and what it found. */
+export interface ScannedLog {
+  log: WalLog;
+  scan: LogScan;
+}
+
+/** Recovery pass 2 over every live file of every shard (docs/durability.md, steps 2 and 3). */
+export interface LogCut {
+  /** The first LSN replay expects: the checkpoint LSN + 1, or the LSN of a wal:false image journal. */
+  base: number;
+  /** The first LSN that is missing or incomplete: nothing at or after it is applied in any shard. */
+  cut: number;
+  /** D: every LSN up to it was on stable storage when some record that survived was written. */
+  durable: number;
+  /** The file that holds the record carrying D. */
+  proof: ScannedLog;
+  /**
+   * Set when cut <= D (synced records are damaged or missing): what the open's CORRUPTION says, naming the
+   * first damaged file and offset, or the missing LSN, and the record that proves it durable.
+   */
+  corruption: string | undefined;
+}
+
+/**
+ * Where recovery cuts the logs (files in shard order, generation E before E+1, each scanned with scanWal), and
+ * whether that cut loses synced records. Shared by the JS engine's replay and verifyLedger.
+ */
+export function globalCut(files: ScannedLog[], checkpointLsn: number): LogCut {
+  let total = 0;
+  let durable = 0;
+  let proof = files[0];
+  for (const f of files) {
+    total += f.scan.records;
+    if (f.scan.durableLsn > durable) {
+      durable = f.scan.durableLsn;
+      proof = f;
+    }
+  }
+  // Transactions must follow the checkpoint without a gap, each with all of
+  // its legs; the first one that does not is where every shard is cut. A
+  // wal:false journal is one transaction at the LSN the checkpoint reached.
+  let base = checkpointLsn + 1;
+  let first = Infinity;
+  let firstType = 0;
+  for (const f of files) {
+    const r = walFirstLsn(f.log);
+    if (r.lsn !== 0 && r.lsn < first) {
+      first = r.lsn;
+      firstType = r.type;
+    }
+  }
+  if (first !== Infinity && firstType === WalType.IMAGE) base = first;
+  const counts = new Uint32Array(total + 1);
+  const legs = new Uint32Array(total + 1);
+  for (const f of files) countWalLegs(f.log, base, counts, legs);
+  let cut = base;
+  while (cut - base < counts.length && legs[cut - base] !== 0 && counts[cut - base] === legs[cut - base]) cut++;
+  // Every LSN up to `durable` was on stable storage before some record that
+  // survived was written: if the cut falls there, synced records are damaged
+  // or missing. That is never a torn tail.
+  let corruption: string | undefined;
+  if (cut <= durable) {
+    let where = '';
+    for (const f of files) {
+      if (f.scan.damaged) {
+        where = `${f.log.name}: damaged record at offset ${f.scan.prefixEnd}`;
+        break;
+      }
+    }
+    if (where === '') where = `log records of LSN ${cut} are missing`;
+    corruption = `${where}, but ${proof.log.name} at offset ${proof.scan.durableAt} proves every operation up to ` +
+      `LSN ${durable} durable: synced operations are damaged (open with repair: true to keep the valid prefix)`;
+  }
+  return { base, cut, durable, proof, corruption };
 }
 
 export class Shard {
@@ -791,114 +973,9 @@ export class Shard {
       u[W_CRC] === walCrc(u, 0);
   }
 
-  /**
-   * Recovery pass 1 over one file (native LogReader::Scan): the valid prefix of `epoch`'s records, what stops
-   * it (a clean end, or damage), what lies after it, and the largest durable LSN any intact record of the
-   * epoch carries. The file stays in memory (log.scan) for the passes that follow.
-   */
+  /** Recovery pass 1 over one file of this shard (scanWal). */
   scanLog(log: WalLog, epoch: number, checkpointLsn: number): LogScan {
-    const out: LogScan = { prefixEnd: 0, records: 0, damaged: false, droppedBytes: 0, durableLsn: 0, durableAt: 0 };
-    const size = fileSize(log.fd);
-    log.closeScan();
-    if (size > 0xffffffff) fail(BatchStatus.IO_ERROR, `${log.name}: log of ${size} bytes is too large to replay here`);
-    const b = Buffer.allocUnsafeSlow(size);
-    const got = readUpTo(log.fd, b, 0, size, 0, log.name);
-    b.fill(0, got);
-    const u = new Uint32Array(b.buffer, b.byteOffset, Math.floor(size / 4));
-    log.scan = b;
-    log.scan32 = u;
-    const shard = this.number;
-    const eLo = lo32(epoch);
-    const eHi = hi32(epoch);
-    const intact = (w: number): boolean => u[w] === WAL_MAGIC && u[w + W_CRC] === walCrc(u, w);
-    const ours = (w: number): boolean =>
-      u[w] === WAL_MAGIC && u[w + W_EPOCH] === eLo && u[w + W_EPOCH + 1] === eHi && u[w + W_SHARD] === shard &&
-      u[w + W_CRC] === walCrc(u, w);
-    const noteDurable = (w: number, off: number): void => {
-      const d = u[w + W_DURABLE_LSN] + u[w + W_DURABLE_LSN + 1] * TWO32;
-      if (d > out.durableLsn) {
-        out.durableLsn = d;
-        out.durableAt = off;
-      }
-    };
-    const full = Math.floor(size / WAL_RECORD_SIZE) * WAL_RECORD_SIZE;
-    let off = 0;
-    if (full >= WAL_RECORD_SIZE && ours(0) && u[W_TYPE] === WalType.HEADER) {
-      off = WAL_RECORD_SIZE;
-      let prevLsn = 0;
-      let prevLeg = 0;
-      for (; off < full; off += WAL_RECORD_SIZE) {
-        const w = off >>> 2;
-        if (!ours(w)) break;
-        const type = u[w + W_TYPE];
-        const legs = u[w + W_LEGS];
-        const leg = u[w + W_LEG];
-        const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
-        const ok = type >= WalType.MINT && type <= WalType.IMAGE && legs >= 1 && leg < legs &&
-          u[w + W_SLOT] < this.capacity && lsn > checkpointLsn &&
-          (lsn > prevLsn || (lsn === prevLsn && leg > prevLeg));
-        if (!ok) break;
-        prevLsn = lsn;
-        prevLeg = leg;
-        out.records++;
-        noteDurable(w, off);
-      }
-    }
-    out.prefixEnd = log.prefixEnd = off;
-    // What stops the prefix: a clean end (end of file, space extended ahead of the writer and never
-    // written, a record left over from an earlier epoch of this reused file) or damage. Everything after
-    // it is cut; the intact records of this epoch there still tell how far the log was durable.
-    let first = true;
-    for (let o = off; o < full; o += WAL_RECORD_SIZE) {
-      const w = o >>> 2;
-      let clean = false;
-      if (ours(w) && u[w + W_TYPE] !== WalType.HEADER) {
-        out.droppedBytes += WAL_RECORD_SIZE;
-        noteDurable(w, o);
-      } else if (ZEROS.compare(b, o, o + WAL_RECORD_SIZE, 0, WAL_RECORD_SIZE) === 0) {
-        clean = true;
-      } else if (intact(w) && epochAt(u, w) < epoch) {
-        clean = true;
-      } else if (!(o === 0 && intact(w))) {
-        out.droppedBytes += WAL_RECORD_SIZE;
-      } else {
-        // record 0 that is an intact record of another epoch or shard: a file not yet stamped for this
-        // epoch, no damage
-        clean = true;
-      }
-      if (first) out.damaged = !clean;
-      first = false;
-    }
-    for (let o = full; o < size; o++) {
-      if (b[o] !== 0) {
-        out.droppedBytes += size - full;
-        if (first) out.damaged = true;
-        break;
-      }
-    }
-    return out;
-  }
-
-  /** LSN and type of the first record of the prefix the scan kept; lsn 0 when there is none. */
-  firstLsn(log: WalLog): { lsn: number; type: number } {
-    if (log.prefixEnd <= WAL_RECORD_SIZE) return { lsn: 0, type: 0 };
-    const u = log.scan32!;
-    const w = WAL_RECORD_SIZE >>> 2;
-    return { lsn: u[w + W_LSN] + u[w + W_LSN + 1] * TWO32, type: u[w + W_TYPE] };
-  }
-
-  /** Recovery pass 2: count the legs of each transaction (all files together decide the cut). */
-  countLog(log: WalLog, base: number, counts: Uint32Array, legs: Uint32Array): void {
-    const u = log.scan32!;
-    for (let o = WAL_RECORD_SIZE; o < log.prefixEnd; o += WAL_RECORD_SIZE) {
-      const w = o >>> 2;
-      const lsn = u[w + W_LSN] + u[w + W_LSN + 1] * TWO32;
-      if (lsn < base || lsn - base >= counts.length) continue;
-      const i = lsn - base;
-      counts[i]++;
-      if (legs[i] === 0) legs[i] = u[w + W_LEGS];
-      else if (legs[i] !== u[w + W_LEGS]) legs[i] = 0xffffffff; // disagreeing legs: never complete
-    }
+    return scanWal(log, this.number, this.capacity, epoch, checkpointLsn);
   }
 
   /** Recovery pass 3: applies every record of the prefix below the global cut; returns how many. */

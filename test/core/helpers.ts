@@ -85,14 +85,16 @@ export function snapshot(dir: string): string {
 
 /**
  * A digest of every file of a ledger directory but LOCK (the lock a failed open may leave behind): name,
- * size and bytes. Equal digests: an open changed no byte on disk.
+ * size and bytes. Equal digests: an open changed no byte on disk. `strict` also takes LOCK and each file's
+ * modification time: for tools that must not even touch a file (verify).
  */
-export function dirDigest(dir: string): Record<string, string> {
+export function dirDigest(dir: string, strict = false): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of fs.readdirSync(dir).sort()) {
-    if (f === 'LOCK') continue;
-    const b = fs.readFileSync(path.join(dir, f));
-    out[f] = `${b.length} ${createHash('sha256').update(b).digest('hex')}`;
+    if (f === 'LOCK' && !strict) continue;
+    const file = path.join(dir, f);
+    const b = fs.readFileSync(file);
+    out[f] = `${b.length} ${createHash('sha256').update(b).digest('hex')}${strict ? ` ${fs.statSync(file).mtimeMs}` : ''}`;
   }
   return out;
 }
