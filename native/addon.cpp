@@ -62,6 +62,14 @@ gl::Manifest ManifestFrom(const Napi::Object& o) {
   bool lossless;
   m.epoch = o.Get("epoch").As<Napi::BigInt>().Uint64Value(&lossless);
   m.checkpoint_lsn = o.Get("checkpointLsn").As<Napi::BigInt>().Uint64Value(&lossless);
+  // supply: a bigint in 0..2^128-1 (checked in TypeScript), as its two words.
+  Napi::BigInt supply = o.Get("supply").As<Napi::BigInt>();
+  int sign = 0;
+  size_t words = 2;
+  uint64_t w[2] = {0, 0};
+  supply.ToWords(&sign, &words, w);
+  m.supply[0] = w[0];
+  m.supply[1] = words > 1 ? w[1] : 0;
   return m;
 }
 
@@ -148,6 +156,9 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
                            InstanceMethod<&LedgerCore::Close>("close"),
                            InstanceMethod<&LedgerCore::Stats>("stats"),
                            InstanceMethod<&LedgerCore::Detail>("detail"),
+                           InstanceMethod<&LedgerCore::Counters>("counters"),
+                           InstanceMethod<&LedgerCore::PauseCheckpoints>("pauseCheckpoints"),
+                           InstanceMethod<&LedgerCore::LogEnds>("logEnds"),
                        });
   }
 
@@ -266,14 +277,14 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     return p;
   }
   Napi::Value CheckpointSync(const Napi::CallbackInfo& info) {
-    Guard(info.Env(), [&] { C(info).CheckpointSync(info[0].ToBoolean().Value()); });
+    Guard(info.Env(), [&] { C(info).CheckpointSync(info[0].ToBoolean().Value(), Trigger(info[1])); });
     return info.Env().Undefined();
   }
   Napi::Value Checkpoint(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t seq = 0;
     try {
-      seq = C(info).BeginCheckpoint(false);
+      seq = C(info).BeginCheckpoint(false, Trigger(info[0]));
     } catch (const Failure& e) {
       auto d = Napi::Promise::Deferred::New(env);
       d.Reject(MakeError(env, e.code, e.message).Value());
@@ -306,6 +317,8 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     out.Set("lsn", Napi::BigInt::New(env, c.lsn()));
     out.Set("durableLsn", Napi::BigInt::New(env, c.wal() ? c.durable_lsn() : c.checkpoint_lsn()));
     out.Set("checkpointLsn", Napi::BigInt::New(env, c.checkpoint_lsn()));
+    const uint64_t supply[2] = {static_cast<uint64_t>(c.supply()), static_cast<uint64_t>(c.supply() >> 64)};
+    out.Set("supply", Napi::BigInt::New(env, 0, 2, supply));
     out.Set("walBytes", Napi::Number::New(env, static_cast<double>(c.wal_bytes())));
     out.Set("fsyncs", Napi::Number::New(env, static_cast<double>(c.fsyncs())));
     out.Set("readOnly", Napi::Boolean::New(env, c.failed()));
@@ -328,6 +341,27 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     return out;
   }
   Napi::Value Detail(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), C(info).detail()); }
+  // Read on scrape: one fresh Float64Array of kCounterSlots (counters.hpp).
+  Napi::Value Counters(const Napi::CallbackInfo& info) {
+    Core& c = C(info);
+    auto out = Napi::Float64Array::New(info.Env(), gl::kCounterSlots);
+    c.Counters(out.Data());
+    return out;
+  }
+  Napi::Value LogEnds(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto ends = C(info).LogEnds();
+    auto arr = Napi::Array::New(env, ends.size());
+    for (size_t i = 0; i < ends.size(); i++) arr.Set(i, Napi::Number::New(env, static_cast<double>(ends[i])));
+    return arr;
+  }
+  Napi::Value PauseCheckpoints(const Napi::CallbackInfo& info) {
+    C(info).PauseCheckpoints(info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+  static gl::CheckpointTrigger Trigger(const Napi::Value& v) {
+    return static_cast<gl::CheckpointTrigger>(v.As<Napi::Number>().Uint32Value());
+  }
 
   std::shared_ptr<Core> core_;
 };
@@ -372,6 +406,7 @@ Napi::Object Formats(Napi::Env env) {
   n("Wal.LEG", offsetof(gl::WalRecord, leg));
   n("Wal.AMOUNT", offsetof(gl::WalRecord, amount));
   n("Wal.DURABLE_LSN", offsetof(gl::WalRecord, durable_lsn));
+  n("Wal.SUPPLY", offsetof(gl::WalRecord, supply));
   n("WalType.HEADER", gl::kWalHeader);
   n("WalType.MINT", gl::kWalMint);
   n("WalType.DEBIT", gl::kWalDebit);
@@ -402,8 +437,42 @@ Napi::Object Formats(Napi::Env env) {
   n("MANIFEST_MAGIC", gl::kManifestMagic);
   n("MANIFEST_VERSION", gl::kManifestVersion);
   n("MANIFEST_SIZE", sizeof(gl::Manifest));
+  n("ManifestField.EPOCH", offsetof(gl::Manifest, epoch));
+  n("ManifestField.CHECKPOINT_LSN", offsetof(gl::Manifest, checkpoint_lsn));
+  n("ManifestField.SUPPLY", offsetof(gl::Manifest, supply));
+  n("ManifestField.CRC", offsetof(gl::Manifest, crc));
   n("MINT_OP_SIZE", gl::kMintOpSize);
   n("TRANSFER_OP_SIZE", gl::kTransferOpSize);
+  return o;
+}
+
+// The counters' layout (counters.hpp), for the test that holds src/counters.ts to it.
+Napi::Object CounterLayout(Napi::Env env) {
+  auto o = Napi::Object::New(env);
+  auto n = [&](const char* name, double v) { o.Set(name, Napi::Number::New(env, v)); };
+  n("OPS", gl::kCounterOps);
+  n("STATUS_SLOTS", gl::kStatusSlots);
+  n("OP_MINT", gl::kOpMint);
+  n("OP_TRANSFER", gl::kOpTransfer);
+  n("WAL_WRITTEN_BYTES", gl::kCounterWalWrittenBytes);
+  n("WAL_FSYNCS", gl::kCounterWalFsyncs);
+  n("CORRUPTION", gl::kCounterCorruption);
+  n("CHECKPOINTS", gl::kCounterCheckpoints);
+  n("FSYNC_HISTOGRAM", gl::kCounterFsyncHistogram);
+  n("CHECKPOINT_HISTOGRAM", gl::kCounterCheckpointHistogram);
+  n("SLOTS", gl::kCounterSlots);
+  n("TRIGGER_EXPLICIT", gl::kTriggerExplicit);
+  n("TRIGGER_BYTES", gl::kTriggerBytes);
+  n("TRIGGER_INTERVAL", gl::kTriggerInterval);
+  n("TRIGGER_CLOSE", gl::kTriggerClose);
+  n("TRIGGER_OPEN", gl::kTriggerOpen);
+  auto bounds = [&](const uint64_t* b, size_t count) {
+    auto a = Napi::Array::New(env, count);
+    for (size_t i = 0; i < count; i++) a.Set(i, Napi::Number::New(env, static_cast<double>(b[i])));
+    return a;
+  };
+  o.Set("FSYNC_BOUNDS_US", bounds(gl::kFsyncBoundsUs, gl::kFsyncBuckets - 1));
+  o.Set("CHECKPOINT_BOUNDS_US", bounds(gl::kCheckpointBoundsUs, gl::kCheckpointBuckets - 1));
   return o;
 }
 
@@ -413,6 +482,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("LedgerCore", LedgerCore::Define(env));
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory));
   exports.Set("formats", Formats(env));
+  exports.Set("counters", CounterLayout(env));
   return exports;
 }
 

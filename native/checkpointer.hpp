@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "counters.hpp"
 #include "format.h"
 #include "io.hpp"
 
@@ -36,12 +37,17 @@ class Checkpointer {
   bool Reap();
   void Join();
 
-  // Timings of the last committed checkpoint, any checkpoint, foreground too.
-  void Committed(uint64_t duration_ms, uint64_t at_ms) {
-    last_ms_.store(duration_ms);
+  // Timings of the last committed checkpoint, any checkpoint, foreground too,
+  // and the counts by trigger (any thread: the checkpoint thread commits).
+  void Committed(uint64_t duration_us, uint64_t at_ms, CheckpointTrigger trigger) {
+    last_ms_.store(duration_us / 1000);
     last_at_.store(at_ms);
+    by_trigger_[trigger].fetch_add(1, std::memory_order_relaxed);
+    duration_histogram_.Observe(duration_us);
     commits_.fetch_add(1);
   }
+  uint64_t commits_by(CheckpointTrigger trigger) const { return by_trigger_[trigger].load(std::memory_order_relaxed); }
+  const CheckpointHistogram& duration_histogram() const { return duration_histogram_; }
   uint64_t commits() const { return commits_.load(); }
   uint64_t last_ms() const { return last_ms_.load(); }
   uint64_t last_at() const { return last_at_.load(); }
@@ -55,6 +61,8 @@ class Checkpointer {
   bool failed_ = false;  // the last finished run failed (guarded by mu_)
   Failure failure_{kOk, ""};
   std::atomic<uint64_t> commits_{0}, last_ms_{0}, last_at_{0};
+  std::atomic<uint64_t> by_trigger_[kCheckpointTriggers] = {};
+  CheckpointHistogram duration_histogram_{kCheckpointBoundsUs};
 };
 
 }  // namespace gl

@@ -54,6 +54,7 @@ void Core::Create(const Manifest& m) {
 
 std::vector<bool> Core::Open(const Manifest& m, const CoreOptions& o) {
   manifest_ = m;
+  supply_ = GetSupply(m.supply);
   committed_lsn_.store(m.checkpoint_lsn);
   active_epoch_ = m.epoch;
   opts_ = o;
@@ -153,6 +154,12 @@ ReplayResult Core::Replay(const std::vector<bool>& index_valid, bool repair) {
         return;
       }
       f.shard->Apply(*r, off, f.reader->name(), index_valid[f.shard->number()]);
+      if (r->type == kWalMint) supply_ += r->amount;
+      else if (r->type == kWalImage) {
+        uint64_t supply[2];
+        std::memcpy(supply, r->supply, sizeof supply);
+        supply_ = GetSupply(supply);
+      }
       applied++;
     });
     // What we replayed may still be only in the page cache (the crash was a
@@ -204,6 +211,7 @@ Shard& Core::ShardFor(const uint8_t* key, uint32_t* hash) const {
 }
 
 Status Core::Corrupt(uint32_t shard, uint32_t slot) {
+  corruptions_++;
   detail_ = "account record failed its checksum: " + FileName("shard", shard, "bin") + " slot " + std::to_string(slot);
   return kCorruption;
 }
@@ -244,7 +252,7 @@ Status Core::Admit(Shard& a, Shard* b) {
 void Core::CheckpointPolicy() {
   if (!checkpointer_.running()) {
     FinishCheckpoint();
-    if (handover_bytes_ >= opts_.checkpoint_every_bytes) BeginCheckpoint(false);
+    if (handover_bytes_ >= opts_.checkpoint_every_bytes && !checkpoints_paused_) BeginCheckpoint(false, kTriggerBytes);
     return;
   }
   uint64_t live = handover_bytes_ + bytes_at_handover_;
@@ -272,6 +280,11 @@ void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint3
   r->leg = leg;
   r->amount = amount;
   r->durable_lsn = syncer_.durable_lsn();
+  // The wal:false journal stands for a checkpoint: its records carry the supply it commits.
+  // (WalRecord is packed: its fields are copied, never bound to references.)
+  uint64_t supply[2] = {0, 0};
+  if (type == kWalImage) SetSupply(supply, supply_);
+  std::memcpy(r->supply, supply, sizeof supply);
   std::memset(r->reserved, 0, sizeof r->reserved);
   SealWal(r);
   log.staged_lsn = lsn;
@@ -327,7 +340,7 @@ Status Core::CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t a
   return kOk;
 }
 
-Status Core::Mint(const uint8_t* key, uint64_t amount) {
+Status Core::MintOp(const uint8_t* key, uint64_t amount) {
   if (!batching_) throttled_ = false;
   if (amount == 0) return kInvalidAmount;
   uint32_t h, pos;
@@ -341,12 +354,13 @@ Status Core::Mint(const uint8_t* key, uint64_t amount) {
   r->lamports += amount;
   r->lsn = lsn;
   s.Seal(slot);
+  supply_ += amount;
   if (!opts_.wal) return kOk;
   AppendWal(s, kWalMint, slot, lsn, 1, 0, amount);
   return Logged(lsn);
 }
 
-Status Core::Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
+Status Core::TransferOp(const uint8_t* from, const uint8_t* to, uint64_t amount) {
   if (!batching_) throttled_ = false;
   if (amount == 0) return kInvalidAmount;
   if (std::memcmp(from, to, 32) == 0) return kSameAccount;
@@ -435,6 +449,12 @@ void Core::RunBatch(size_t n, uint8_t* statuses, Op op) {
   if (!FlushLogs()) lost(n);
 }
 
+// A batch's operations are counted once it is done: a failed write turns
+// statuses already given into IO_ERROR.
+static void CountBatch(uint64_t* counts, const uint8_t* statuses, size_t n) {
+  for (size_t i = 0; i < n; i++) counts[statuses[i]]++;
+}
+
 void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
   const uint8_t* keys[kGroup];
   RunBatch(n, statuses, [&](size_t i) {
@@ -444,8 +464,9 @@ void Core::MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
       Warm(keys, m);
     }
     const uint8_t* op = ops + i * kMintOpSize;
-    return Mint(op, Le64(op + 32));
+    return MintOp(op, Le64(op + 32));
   });
+  CountBatch(op_counts_ + kOpMint * kStatusSlots, statuses, n);
 }
 
 void Core::TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
@@ -460,8 +481,9 @@ void Core::TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses) {
       Warm(keys, 2 * m);
     }
     const uint8_t* op = ops + i * kTransferOpSize;
-    return Transfer(op, op + 32, Le64(op + 64));
+    return TransferOp(op, op + 32, Le64(op + 64));
   });
+  CountBatch(op_counts_ + kOpTransfer * kStatusSlots, statuses, n);
 }
 
 void Core::GetBatch(const uint8_t* keys, size_t n, uint8_t* out) {
@@ -525,7 +547,7 @@ void Core::Commit(const Manifest& next) {
   committed_lsn_.store(sealed.checkpoint_lsn);
 }
 
-void Core::CheckpointSync(bool force) {
+void Core::CheckpointSync(bool force, CheckpointTrigger trigger) {
   if (closed_) Fail(kClosed, "ledger is closed");
   if (checkpointer_.running()) {
     if (!FlushLogs()) Fail(kIoError, detail_);
@@ -534,13 +556,14 @@ void Core::CheckpointSync(bool force) {
   FinishCheckpoint();
   if (syncer_.failed()) Fail(kIoError, "ledger is read-only after a failure: " + syncer_.failure());
   if (!force && !AnyDirty() && lsn_ == manifest_.checkpoint_lsn) return;
-  uint64_t t0 = Syncer::MonoMs();
+  uint64_t t0 = Syncer::MonoUs();
   try {
     // Epoch E+2: records of E+1 that a crashed background checkpoint may have
     // left in the other file become stale with the commit.
     Manifest next = manifest_;
     next.epoch = manifest_.epoch + 2;
     next.checkpoint_lsn = lsn_;
+    SetSupply(next.supply, supply_);
     next.crc = 0;
     if (!FlushLogs()) Fail(kIoError, detail_);  // a checkpoint may come mid-batch
     // One table per index, written whole: a rehash in progress is finished
@@ -570,17 +593,17 @@ void Core::CheckpointSync(bool force) {
     handover_bytes_ = 0;
     published_lsn_ = lsn_;
     syncer_.Reset(lsn_, records_);
-    checkpointer_.Committed(Syncer::MonoMs() - t0, WallMs());
+    checkpointer_.Committed(Syncer::MonoUs() - t0, WallMs(), trigger);
   } catch (const Failure& f) {
     Failed(f.message);
     throw;
   }
 }
 
-uint64_t Core::BeginCheckpoint(bool force) {
+uint64_t Core::BeginCheckpoint(bool force, CheckpointTrigger trigger) {
   if (closed_) Fail(kClosed, "ledger is closed");
   if (!opts_.wal || !started_) {
-    CheckpointSync(force);
+    CheckpointSync(force, trigger);
     return 0;
   }
   if (checkpointer_.running()) return checkpointer_.started();
@@ -595,20 +618,21 @@ uint64_t Core::BeginCheckpoint(bool force) {
   Manifest next = manifest_;
   next.epoch = active_epoch_ + 1;
   next.checkpoint_lsn = lsn_;
+  SetSupply(next.supply, supply_);
   next.crc = 0;
   bytes_at_handover_ = wal_bytes();
   active_epoch_ = next.epoch;
   next_prepared_ = false;
   handover_bytes_ = 0;
   CrashPoint("checkpoint:after-handover");
-  uint64_t t0 = Syncer::MonoMs();
-  return checkpointer_.Start([this, next, t0] { WriteCheckpoint(next, t0); });
+  uint64_t t0 = Syncer::MonoUs();
+  return checkpointer_.Start([this, next, t0, trigger] { WriteCheckpoint(next, t0, trigger); });
 }
 
 // The checkpoint thread. Touches the syncer, the shards' captured pages (and,
 // read-only, the pages the JS thread goes on changing), the files, and the
 // old generation's log, which the JS thread no longer writes.
-void Core::WriteCheckpoint(const Manifest& next, uint64_t started_ms) {
+void Core::WriteCheckpoint(const Manifest& next, uint64_t started_us, CheckpointTrigger trigger) {
   try {
     syncer_.SyncTo(next.checkpoint_lsn);
     CrashPoint("checkpoint:after-wal-sync");
@@ -621,7 +645,7 @@ void Core::WriteCheckpoint(const Manifest& next, uint64_t started_ms) {
     uint64_t now = WallMs();
     for (auto& s : shards_) s->log(next.epoch + 1).ResetTo(next.epoch + 1, now);
     CrashPoint("checkpoint:after-wal-reset");
-    checkpointer_.Committed(Syncer::MonoMs() - started_ms, WallMs());
+    checkpointer_.Committed(Syncer::MonoUs() - started_us, WallMs(), trigger);
   } catch (const Failure& f) {
     Failed(f.message);
     throw;
@@ -675,6 +699,23 @@ uint64_t Core::wal_bytes() const {
   for (auto& s : shards_)
     for (uint32_t g = 0; g < kWalGenerations; g++) n += s->log(g).record_bytes();
   return n;
+}
+
+std::vector<uint64_t> Core::LogEnds() const {
+  std::vector<uint64_t> out;
+  for (auto& s : shards_) out.push_back(kWalRecordSize + s->log(active_epoch_).record_bytes());
+  return out;
+}
+
+void Core::Counters(double* out) const {
+  for (uint32_t i = 0; i < kCountedOps * kStatusSlots; i++) out[kCounterOps + i] = static_cast<double>(op_counts_[i]);
+  out[kCounterWalWrittenBytes] = static_cast<double>(records_ * kWalRecordSize);
+  out[kCounterWalFsyncs] = static_cast<double>(syncer_.fsyncs());
+  out[kCounterCorruption] = static_cast<double>(corruptions_);
+  for (uint32_t t = 0; t < kCheckpointTriggers; t++)
+    out[kCounterCheckpoints + t] = static_cast<double>(checkpointer_.commits_by(static_cast<CheckpointTrigger>(t)));
+  syncer_.fsync_histogram().Snapshot(out + kCounterFsyncHistogram);
+  checkpointer_.duration_histogram().Snapshot(out + kCounterCheckpointHistogram);
 }
 
 std::vector<ShardStats> Core::Stats() const {

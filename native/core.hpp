@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "checkpointer.hpp"
+#include "counters.hpp"
 #include "format.h"
 #include "lock.hpp"
 #include "shard.hpp"
@@ -55,8 +56,11 @@ class Core {
   void Start();
   void Close();  // checkpoint-free: the caller checkpoints first when it wants to
 
-  Status Mint(const uint8_t* key, uint64_t amount);
-  Status Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount);
+  // One operation, counted by its result (counters.hpp).
+  Status Mint(const uint8_t* key, uint64_t amount) { return Count(kOpMint, MintOp(key, amount)); }
+  Status Transfer(const uint8_t* from, const uint8_t* to, uint64_t amount) {
+    return Count(kOpTransfer, TransferOp(from, to, amount));
+  }
   Status Get(const uint8_t* key, uint8_t* out);  // kOk, kAccountNotFound or kCorruption
   void MintBatch(const uint8_t* ops, size_t n, uint8_t* statuses);
   void TransferBatch(const uint8_t* ops, size_t n, uint8_t* statuses);
@@ -64,10 +68,13 @@ class Core {
 
   // Foreground checkpoint (open, close, wal:false): on this thread, nothing
   // else running; waits for a background one first.
-  void CheckpointSync(bool force);
+  void CheckpointSync(bool force, CheckpointTrigger trigger);
   // Background checkpoint: the hand-over here, the rest on the checkpoint
   // thread. Returns the run to wait for (0: nothing to do, or done already).
-  uint64_t BeginCheckpoint(bool force);
+  uint64_t BeginCheckpoint(bool force, CheckpointTrigger trigger);
+  // While paused the checkpoint policy starts none (a backup copies the files
+  // of the last one); explicit ones are the caller's to hold back.
+  void PauseCheckpoints(bool paused) { checkpoints_paused_ = paused; }
   void WaitCheckpoint(uint64_t seq) { checkpointer_.Wait(seq); }  // any thread
   // JS thread: bookkeeping after a background checkpoint, then a slice of
   // giving written-back pages back. True while pages remain.
@@ -87,9 +94,20 @@ class Core {
   const Checkpointer& checkpointer() const { return checkpointer_; }
   const std::string& detail() const { return detail_; }  // what the last CORRUPTION status was about
   std::vector<ShardStats> Stats() const;
+  u128 supply() const { return supply_; }  // total minted by the operations <= lsn()
+  void Counters(double* out) const;        // kCounterSlots values (counters.hpp)
+  // Per shard, where the records written to the kernel end in the active
+  // generation's file (header included): a backup copies this much.
+  std::vector<uint64_t> LogEnds() const;
   size_t shard_count() const { return shards_.size(); }
 
  private:
+  Status Count(CountedOp op, Status st) {
+    op_counts_[op * kStatusSlots + st]++;
+    return st;
+  }
+  Status MintOp(const uint8_t* key, uint64_t amount);
+  Status TransferOp(const uint8_t* from, const uint8_t* to, uint64_t amount);
   Shard& ShardFor(const uint8_t* key, uint32_t* hash) const;
   void Warm(const uint8_t* const* keys, size_t n);
   Status CheckCredit(Shard& s, const uint8_t* key, uint32_t hash, uint64_t amount, int64_t* found, uint32_t* pos);
@@ -110,7 +128,7 @@ class Core {
   void RunBatch(size_t n, uint8_t* statuses, Op op);
   void AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint32_t legs, uint32_t leg, uint64_t amount);
   void WriteImageJournal();
-  void WriteCheckpoint(const Manifest& next, uint64_t started_ms);  // checkpoint thread
+  void WriteCheckpoint(const Manifest& next, uint64_t started_us, CheckpointTrigger trigger);  // checkpoint thread
   void WriteBackAndCommit(const Manifest& next, const DurableWait& wait);
   void Commit(const Manifest& next);
   bool AnyDirty() const;
@@ -144,6 +162,10 @@ class Core {
   uint64_t flushes_ = 0, write_failures_ = 0;
   uint64_t handover_bytes_ = 0;     // log bytes since the last hand-over
   uint64_t bytes_at_handover_ = 0;  // log bytes since the last commit, at the hand-over
+  bool checkpoints_paused_ = false;
+  u128 supply_ = 0;                 // total minted up to lsn_
+  uint64_t op_counts_[kCountedOps * kStatusSlots] = {};
+  uint64_t corruptions_ = 0;        // damaged account records met by operations
 
   std::atomic<uint64_t> applied_lsn_{0};
   std::mutex close_mu_;  // SyncTo against Close

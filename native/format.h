@@ -100,7 +100,9 @@ struct WalRecord {
   uint64_t durable_lsn;  // 188 every record of every log with an LSN <= this was on stable
                          //     storage when this record was written (0 in a HEADER): a damaged
                          //     record that a later record proves durable is CORRUPTION, not a torn tail
-  uint8_t reserved[28];  // 196 zero
+  uint64_t supply[2];    // 196 IMAGE only (zero in others): the supply at the journal's LSN, u128, low word
+                         //     first; the wal:false journal replaces a checkpoint, supply included
+  uint8_t reserved[12];  // 212 zero
 } __attribute__((packed));
 static_assert(sizeof(WalRecord) == kWalRecordSize, "WAL record is 224 bytes");
 static_assert(offsetof(WalRecord, timestamp) == 4, "timestamp at 4");
@@ -115,6 +117,7 @@ static_assert(offsetof(WalRecord, legs) == 172, "legs at 172");
 static_assert(offsetof(WalRecord, leg) == 176, "leg at 176");
 static_assert(offsetof(WalRecord, amount) == 180, "amount at 180");
 static_assert(offsetof(WalRecord, durable_lsn) == 188, "durable_lsn at 188");
+static_assert(offsetof(WalRecord, supply) == 196, "supply at 196");
 
 // ---------------------------------------------------------------- index
 // index_NNN.bin: a 4096-byte header, a table of one CRC per entry page (padded
@@ -175,8 +178,9 @@ inline uint64_t IndexFileBytes(uint32_t capacity) {
 // ---------------------------------------------------------------- manifest
 // MANIFEST: 64 bytes, replaced atomically (write MANIFEST.tmp, fsync, rename,
 // fsync the directory). Writing it is the commit point of a checkpoint.
+// Version 2 added the supply; a version-1 manifest is refused (docs/formats.md).
 constexpr uint32_t kManifestMagic = 0x464d4c47;  // "GLMF"
-constexpr uint32_t kManifestVersion = 1;
+constexpr uint32_t kManifestVersion = 2;
 struct Manifest {
   uint32_t magic;              //  0
   uint32_t version;            //  4
@@ -186,10 +190,22 @@ struct Manifest {
   uint32_t seed;               // 20 hash seed
   uint64_t epoch;              // 24 current log epoch
   uint64_t checkpoint_lsn;     // 32 every operation <= this is in the shard files
-  uint8_t reserved[20];        // 40
+  uint64_t supply[2];          // 40 total minted by the operations <= checkpoint_lsn: u128, low word first
+  uint8_t reserved[4];         // 56
   uint32_t crc;                // 60 CRC-32C of bytes [0,60)
 };
 static_assert(sizeof(Manifest) == 64, "manifest is 64 bytes");
+static_assert(offsetof(Manifest, epoch) == 24, "epoch at 24");
+static_assert(offsetof(Manifest, checkpoint_lsn) == 32, "checkpoint_lsn at 32");
+static_assert(offsetof(Manifest, supply) == 40, "supply at 40");
+static_assert(offsetof(Manifest, crc) == 60, "crc at 60");
+// The supply (a u128) as the two words the MANIFEST and IMAGE records hold.
+using u128 = unsigned __int128;
+inline u128 GetSupply(const uint64_t (&w)[2]) { return (u128(w[1]) << 64) | w[0]; }
+inline void SetSupply(uint64_t (&w)[2], u128 v) {
+  w[0] = static_cast<uint64_t>(v);
+  w[1] = static_cast<uint64_t>(v >> 64);
+}
 
 // ---------------------------------------------------------------- batches
 constexpr uint32_t kMintOpSize = 40;      // pubkey[32] amount u64

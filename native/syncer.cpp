@@ -21,6 +21,12 @@ uint64_t Syncer::MonoMs() {
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
+uint64_t Syncer::MonoUs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000 + uint64_t(ts.tv_nsec) / 1000;
+}
+
 void Syncer::Configure(std::vector<LogWriter*> logs, uint32_t sync_every, uint32_t sync_interval_ms) {
   logs_ = std::move(logs);
   sync_every_ = std::max<uint32_t>(1, sync_every);
@@ -68,6 +74,7 @@ bool Syncer::RoundLocked() {
   uint64_t lsn = appended_lsn_.load(std::memory_order_acquire);
   uint64_t durable = durable_lsn_.load(std::memory_order_acquire);
   if (lsn > durable) {
+    const uint64_t started_us = MonoUs();
     std::vector<LogWriter*> dirty;
     for (LogWriter* l : logs_)
       if (l->last_lsn.load(std::memory_order_acquire) > durable) dirty.push_back(l);
@@ -101,6 +108,7 @@ bool Syncer::RoundLocked() {
       durable_records_.store(records, std::memory_order_release);
       durable_lsn_.store(lsn, std::memory_order_release);
       fsyncs_.fetch_add(1);
+      fsync_histogram_.Observe(MonoUs() - started_us);
     }
   } else {
     durable_records_.store(std::max(durable_records_.load(), records), std::memory_order_release);

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "counters.hpp"
 #include "log_writer.hpp"
 
 namespace gl {
@@ -53,10 +54,13 @@ class Syncer {
   uint64_t durable_records() const { return durable_records_.load(std::memory_order_acquire); }
   uint64_t appended_lsn() const { return appended_lsn_.load(std::memory_order_acquire); }
   uint64_t fsyncs() const { return fsyncs_.load(); }
+  // Durations of the group fsyncs that made records durable (this thread's own counting).
+  const FsyncHistogram& fsync_histogram() const { return fsync_histogram_; }
   bool failed() const { return failed_.load(); }
   std::string failure() const;
 
   static uint64_t MonoMs();
+  static uint64_t MonoUs();  // precise (not the coarse clock): durations for the histograms
 
  private:
   bool RoundLocked();  // one group fsync; false when the ledger has failed
@@ -74,6 +78,7 @@ class Syncer {
   std::atomic<uint64_t> durable_records_{0};
   std::atomic<uint64_t> first_unsynced_ms_{0};
   std::atomic<uint64_t> fsyncs_{0};
+  FsyncHistogram fsync_histogram_{kFsyncBoundsUs};
   std::atomic<bool> failed_{false};
   mutable std::mutex failure_mu_;
   std::string failure_;

@@ -405,22 +405,10 @@ function program(): Command {
     .action(async (dir: string, dest: string, opts: Opening) => {
       const ledger = await openLedger(dir, opts);
       try {
-        // Ledger.backup (issue 9, the other half): typed narrowly here until both halves are merged.
-        const withBackup = ledger as Ledger & {
-          backup?: (d: string, o: { onProgress?: (p: { done?: number; total?: number }) => void }) =>
-            Promise<{ lsn: bigint; bytes: number; ms: number }>;
-        };
-        if (typeof withBackup.backup !== 'function') {
-          throw new Exit(EXIT_CANNOT_RUN, 'this build of geometric-ledger has no Ledger.backup', 'UNSUPPORTED');
-        }
         const bar = progressBar(opts, 'backup');
         let b: { lsn: bigint; bytes: number; ms: number };
         try {
-          b = await withBackup.backup(dest, {
-            onProgress: (p) => {
-              if (typeof p?.done === 'number' && typeof p?.total === 'number') bar.update(p.done, p.total);
-            },
-          });
+          b = await ledger.backup(dest, { onProgress: (p) => bar.update(p.bytes, p.total) });
         } finally {
           bar.stop();
         }

@@ -9,7 +9,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { Ledger } from './index';
+import { Registry } from 'prom-client';
+import { Ledger, registerMetrics } from './index';
 
 const ACCOUNTS = 200_000;
 const MINT = 1_000_000n;
@@ -136,10 +137,19 @@ async function main(): Promise<void> {
   // Each successful operation before the child took one LSN, so the child's
   // recovered transfers are the LSNs past them.
   const recovered = Number(ledger.stats().lsn) - (ACCOUNTS + N - refused + 100_000);
-  const ok = total === expected && recovered >= acked;
+  const ok = total === expected && recovered >= acked && ledger.stats().supply === expected;
   console.log(`sum of all balances       ${total} (minted ${expected}): ${total === expected ? 'conserved' : 'MISMATCH'}`);
   console.log(`child transfers recovered ${recovered} (acknowledged before the kill: ${acked}): ${recovered >= acked ? 'none lost' : 'LOST SOME'}`);
-  // ---- METRICS (issue 9, the ledger's half): print a few lines of registerMetrics() here, before close(). ----
+  const supply = ledger.stats().supply;
+  console.log(`supply (total minted)     ${supply}: ${supply === total ? 'equals the sum of balances' : 'MISMATCH'}`);
+  const registry = new Registry();
+  registerMetrics(ledger, { registry, labels: { ledger: 'demo' } });
+  console.log('\nmetrics (some lines of the Prometheus exposition, registerMetrics):');
+  for (const line of (await registry.metrics()).split('\n')) {
+    if (/^geoledger_(accounts|lsn|durable_lsn|supply|recovery_wal_records|recovery_duration_seconds|checkpoints_total)[{ ]/.test(line)) {
+      console.log(`  ${line}`);
+    }
+  }
   await ledger.close();
 
   // What an operator sees of the directory, without writing code: the geoledger command.

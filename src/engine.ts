@@ -9,6 +9,7 @@
  * recovery primitives and checkpoint throw LedgerError.
  */
 import type { Manifest } from './format';
+// `trigger` arguments are Counter.TRIGGER_* (src/counters.ts): what started a checkpoint, for the metrics.
 
 export interface EngineOptions {
   wal: boolean;
@@ -32,6 +33,8 @@ export interface EngineStats {
   lsn: bigint;
   durableLsn: bigint;
   checkpointLsn: bigint;
+  /** Total minted by the operations up to lsn (u128). */
+  supply: bigint;
   /** Log bytes (records after the headers) since the last committed checkpoint, both generations. */
   walBytes: number;
   /** Checkpoints committed since open (foreground and background). */
@@ -79,12 +82,24 @@ export interface EngineCore {
    * Foreground checkpoint (docs/durability.md): open (recovery, creation) and close, when no operation can
    * run. Waits for a background checkpoint in progress first. `force`: even when nothing changed.
    */
-  checkpointSync(force: boolean): void;
+  checkpointSync(force: boolean, trigger: number): void;
   /**
    * Background checkpoint: hands over on this thread, writes back off it; resolves once committed. Joins
    * one in progress. Resolves at once when there is nothing to do. With wal:false: a foreground one.
    */
-  checkpoint(): Promise<void>;
+  checkpoint(trigger: number): Promise<void>;
+  /**
+   * While paused the engine's own policy (checkpointEveryBytes) starts no checkpoint: a backup is copying the files
+   * of the last committed one. The Ledger holds back the ones it starts itself.
+   */
+  pauseCheckpoints(paused: boolean): void;
+  /**
+   * Per shard, the byte offset where the records written to the kernel end in the log file appends go to now
+   * (header included). Between calls nothing is staged, so this is the log up to the current LSN.
+   */
+  logEnds(): number[];
+  /** Counter.SLOTS values (src/counters.ts): a fresh snapshot, read on scrape. */
+  counters(): Float64Array;
   /**
    * Housekeeping on the JS thread, a slice of at most about a millisecond: the native engine gives pages a
    * committed checkpoint wrote back to the kernel (MADV_DONTNEED). Returns true while work remains.

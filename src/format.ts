@@ -23,7 +23,7 @@ export const WAL_GENERATIONS = 2;
 export const WalType = Object.freeze({ HEADER: 1, MINT: 2, DEBIT: 3, CREDIT: 4, IMAGE: 5 });
 export const Wal = Object.freeze({
   MAGIC: 0, TIMESTAMP: 4, TYPE: 12, CRC: 16, ACCOUNT: 20, LSN: 148, EPOCH: 156, SHARD: 164,
-  SLOT: 168, LEGS: 172, LEG: 176, AMOUNT: 180, DURABLE_LSN: 188,
+  SLOT: 168, LEGS: 172, LEG: 176, AMOUNT: 180, DURABLE_LSN: 188, SUPPLY: 196,
 });
 
 export const PAGE_SIZE = 4096;
@@ -71,8 +71,12 @@ export function indexCapacityFor(slots: number, atLeast: number): number {
 
 export const MANIFEST_FILE = 'MANIFEST';
 export const MANIFEST_MAGIC = 0x464d4c47;
-export const MANIFEST_VERSION = 1;
+/** Version 2 added the supply; a version-1 manifest is refused (docs/formats.md). */
+export const MANIFEST_VERSION = 2;
 export const MANIFEST_SIZE = 64;
+export const ManifestField = Object.freeze({ EPOCH: 24, CHECKPOINT_LSN: 32, SUPPLY: 40, CRC: 60 });
+/** The supply is a u128: total minted can pass 2^64 - 1 across accounts. */
+export const MAX_SUPPLY = (1n << 128n) - 1n;
 
 export const MARKER_FILE = '.clean_shutdown';
 export const MARKER_MAGIC = 0x53434c47; // "GLCS"
@@ -107,6 +111,8 @@ export interface Manifest {
   seed: number;
   epoch: bigint;
   checkpointLsn: bigint;
+  /** Total minted by the operations up to checkpointLsn (u128): replay adds the mints after it. */
+  supply: bigint;
 }
 
 export function encodeManifest(m: Manifest): Buffer {
@@ -118,8 +124,10 @@ export function encodeManifest(m: Manifest): Buffer {
   b.writeUInt32LE(m.indexCapacity, 16);
   b.writeUInt32LE(m.seed, 20);
   b.writeBigUInt64LE(m.epoch, 24);
-  b.writeBigUInt64LE(m.checkpointLsn, 32);
-  b.writeUInt32LE(crc32c(b, 0, 60), 60);
+  b.writeBigUInt64LE(m.checkpointLsn, ManifestField.CHECKPOINT_LSN);
+  b.writeBigUInt64LE(m.supply & 0xffffffffffffffffn, ManifestField.SUPPLY);
+  b.writeBigUInt64LE(m.supply >> 64n, ManifestField.SUPPLY + 8);
+  b.writeUInt32LE(crc32c(b, 0, ManifestField.CRC), ManifestField.CRC);
   return b;
 }
 
@@ -128,8 +136,14 @@ export function decodeManifest(b: Uint8Array, where: string): Manifest {
   if (buf.length !== MANIFEST_SIZE || buf.readUInt32LE(0) !== MANIFEST_MAGIC || buf.readUInt32LE(60) !== crc32c(buf, 0, 60)) {
     throw new LedgerError('CORRUPTION', `${where}: manifest is damaged (size, magic or checksum)`);
   }
-  if (buf.readUInt32LE(4) !== MANIFEST_VERSION) {
-    throw new LedgerError('CORRUPTION', `${where}: manifest version ${buf.readUInt32LE(4)} is not supported`);
+  const version = buf.readUInt32LE(4);
+  if (version === 1) {
+    // Version 1 has no supply, and none can be made up for it: refused, never migrated behind the user's back.
+    throw new LedgerError('CORRUPTION', `${where}: manifest version 1 (written before the supply was kept) is not ` +
+      `supported by this version; open it with the version that wrote it`);
+  }
+  if (version !== MANIFEST_VERSION) {
+    throw new LedgerError('CORRUPTION', `${where}: manifest version ${version} is not supported`);
   }
   return {
     shards: buf.readUInt32LE(8),
@@ -137,7 +151,8 @@ export function decodeManifest(b: Uint8Array, where: string): Manifest {
     indexCapacity: buf.readUInt32LE(16),
     seed: buf.readUInt32LE(20),
     epoch: buf.readBigUInt64LE(24),
-    checkpointLsn: buf.readBigUInt64LE(32),
+    checkpointLsn: buf.readBigUInt64LE(ManifestField.CHECKPOINT_LSN),
+    supply: buf.readBigUInt64LE(ManifestField.SUPPLY) | (buf.readBigUInt64LE(ManifestField.SUPPLY + 8) << 64n),
   };
 }
 

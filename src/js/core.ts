@@ -29,6 +29,8 @@ import {
   renameTemp, replaceFile, statusOf, syncDir, writeTemp,
 } from './io';
 import { DirLock } from './lock';
+import { Supply } from './supply';
+import { Counter, observe } from '../counters';
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
@@ -62,6 +64,9 @@ const CAPACITY_EXCEEDED = BatchStatus.CAPACITY_EXCEEDED;
 const CORRUPTION = BatchStatus.CORRUPTION;
 const IO_ERROR = BatchStatus.IO_ERROR;
 const CLOSED = BatchStatus.CLOSED;
+/** Where the counts of each operation's results start in the counters (src/counters.ts). */
+const MINT_COUNTS = Counter.OPS + Counter.OP_MINT * Counter.STATUS_SLOTS;
+const TRANSFER_COUNTS = Counter.OPS + Counter.OP_TRANSFER * Counter.STATUS_SLOTS;
 
 interface Waiter {
   target: number;
@@ -87,6 +92,9 @@ function toShardManifest(m: Manifest): ShardManifest {
 class Background {
   /** Epoch E+1 and the LSN at the hand-over (C'). */
   readonly next: ShardManifest;
+  /** The supply at C', and what started this checkpoint (Counter.TRIGGER_*). */
+  readonly supply: bigint;
+  readonly trigger: number;
   readonly handedOverAt = performance.now();
   readonly promise: Promise<void>;
   resolve!: () => void;
@@ -106,8 +114,10 @@ class Background {
   token = 0;
   immediate: NodeJS.Immediate | undefined;
 
-  constructor(next: ShardManifest) {
+  constructor(next: ShardManifest, supply: bigint, trigger: number) {
     this.next = next;
+    this.supply = supply;
+    this.trigger = trigger;
     this.promise = new Promise<void>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -157,6 +167,12 @@ export class JsCore implements EngineCore {
   private rounds = 0; // group fsyncs done (stats().fsyncs)
   private failed = false;
   private failure = '';
+  /** Total minted up to lsn. */
+  private readonly supply = new Supply();
+  /** What stats and metrics read (src/counters.ts); operations add one to a slot. */
+  private readonly counts = new Float64Array(Counter.SLOTS);
+  /** The checkpoint policy starts none while a backup copies the files (pauseCheckpoints). */
+  private checkpointsPaused = false;
 
   // ---- log generations and checkpoints
   /** Epoch of the records appended now: the manifest's, or the next one while a background checkpoint runs. */
@@ -222,6 +238,7 @@ export class JsCore implements EngineCore {
   open(m: Manifest, o: EngineOptions): boolean[] {
     this.live();
     this.manifest = toShardManifest(m);
+    this.supply.set(m.supply);
     this.logEpoch = this.manifest.epoch;
     this.wal = o.wal;
     this.syncEvery = o.syncEvery >>> 0;
@@ -279,7 +296,7 @@ export class JsCore implements EngineCore {
       const dropped = { bytes: droppedBytes };
       let records = 0;
       for (const f of files) {
-        const applied = f.shard.applyLog(f.log, cut, indexValid[f.shard.number] === true, dropped);
+        const applied = f.shard.applyLog(f.log, cut, indexValid[f.shard.number] === true, dropped, this.supply);
         // What we replayed may still be only in the page cache (the crash was a
         // kill, not a power cut). It must be durable before the checkpoint that
         // follows writes shard pages derived from it.
@@ -362,6 +379,7 @@ export class JsCore implements EngineCore {
     const lsn = this.appendedLsn;
     const durable = this.durableLsn;
     if (lsn > durable) {
+      const started = performance.now();
       const shards = this.shards;
       sync: for (let i = 0; i < shards.length; i++) {
         const logs = shards[i].logs;
@@ -381,6 +399,7 @@ export class JsCore implements EngineCore {
         this.durableRecords = Math.max(this.durableRecords, records);
         this.durableLsn = Math.max(this.durableLsn, lsn);
         this.rounds++;
+        observe(this.counts, Counter.FSYNC_HISTOGRAM, Counter.FSYNC_BOUNDS_US, (performance.now() - started) * 1000);
       }
     } else {
       this.durableRecords = Math.max(this.durableRecords, records);
@@ -411,6 +430,7 @@ export class JsCore implements EngineCore {
       return;
     }
     this.roundBusy = true;
+    const started = performance.now();
     let left = 1; // released after the loop
     let error: string | undefined;
     const done = (): void => {
@@ -425,6 +445,7 @@ export class JsCore implements EngineCore {
         this.durableRecords = Math.max(this.durableRecords, records);
         this.durableLsn = Math.max(this.durableLsn, lsn);
         this.rounds++;
+        observe(this.counts, Counter.FSYNC_HISTOGRAM, Counter.FSYNC_BOUNDS_US, (performance.now() - started) * 1000);
       }
       this.settleWaiters();
       if (this.roundAgain || this.waiters.length > 0) this.startRound();
@@ -509,13 +530,14 @@ export class JsCore implements EngineCore {
     p.length = 0;
   }
 
-  private append(s: Shard, type: number, slot: number, lsn: number, legs: number, leg: number, aLo: number, aHi: number): void {
+  private append(s: Shard, type: number, slot: number, lsn: number, legs: number, leg: number, aLo: number, aHi: number,
+    supply?: bigint): void {
     if (!s.listed) {
       s.listed = true;
       this.pending.push(s);
     }
     try {
-      s.append(type, slot, lsn, this.logEpoch, legs, leg, aLo, aHi, this.tsLo, this.tsHi, this.durableLsn);
+      s.append(type, slot, lsn, this.logEpoch, legs, leg, aLo, aHi, this.tsLo, this.tsHi, this.durableLsn, supply);
     } catch (e) {
       // A full staging buffer could not be written out: the change is in memory only.
       const msg = e instanceof Error ? e.message : String(e);
@@ -524,6 +546,7 @@ export class JsCore implements EngineCore {
       throw e;
     }
     this.handoverBytes += 224;
+    this.counts[Counter.WAL_WRITTEN_BYTES] += 224;
   }
 
   /** After every operation or batch: its records into the kernel, then a group fsync if one is due. */
@@ -560,6 +583,7 @@ export class JsCore implements EngineCore {
 
   private corrupt(s: Shard, slot: number): number {
     this.detailMsg = `account record failed its checksum: ${s.dataName} slot ${slot}`;
+    this.counts[Counter.CORRUPTION]++;
     return CORRUPTION;
   }
 
@@ -570,7 +594,7 @@ export class JsCore implements EngineCore {
     if (!this.wal) return OK;
     try {
       if (this.bg === undefined) {
-        if (this.handoverBytes >= this.checkpointEvery) this.beginBackground();
+        if (this.handoverBytes >= this.checkpointEvery && !this.checkpointsPaused) this.beginBackground(Counter.TRIGGER_BYTES);
       } else if (!this.throttled && this.handoverBytes + this.committingBytes > 2 * this.checkpointEvery) {
         // The log has outrun the checkpoint: the call is slowed (see slowDown), once per call as native.
         this.throttled = true;
@@ -649,6 +673,7 @@ export class JsCore implements EngineCore {
       u[w + A_LSN + 1] = Math.floor(lsn / TWO32);
       s.seal(slot);
     }
+    this.supply.add(aLo, aHi);
     if (this.wal) this.append(s, WalType.MINT, slot, lsn, 1, 0, aLo, aHi);
     this.published(lsn, this.wal ? 1 : 0);
     return OK;
@@ -751,14 +776,15 @@ export class JsCore implements EngineCore {
       st = this.opError(e);
     }
     if (this.finish() && st === OK) st = IO_ERROR;
+    this.counts[MINT_COUNTS + st]++;
     return st;
   }
 
   transfer(from: Uint8Array, to: Uint8Array, amount: bigint | number): number {
     this.live();
     const [aLo, aHi] = splitAmount(amount);
-    if (aLo === 0 && aHi === 0) return INVALID_AMOUNT;
-    if (sameKey(from, 0, to, 0)) return SAME_ACCOUNT;
+    if (aLo === 0 && aHi === 0) return this.countTransfer(INVALID_AMOUNT);
+    if (sameKey(from, 0, to, 0)) return this.countTransfer(SAME_ACCOUNT);
     this.stamp();
     let st: number;
     try {
@@ -769,7 +795,18 @@ export class JsCore implements EngineCore {
       st = this.opError(e);
     }
     if (this.finish() && st === OK) st = IO_ERROR;
+    return this.countTransfer(st);
+  }
+
+  private countTransfer(st: number): number {
+    this.counts[TRANSFER_COUNTS + st]++;
     return st;
+  }
+
+  /** A batch's operations are counted once it is done: a failed write turns statuses already given into IO_ERROR. */
+  private countBatch(at: number, statuses: Uint8Array): void {
+    const c = this.counts;
+    for (let i = 0; i < statuses.length; i++) c[at + statuses[i]]++;
   }
 
   get(key: Uint8Array, out: Uint8Array): number {
@@ -834,6 +871,7 @@ export class JsCore implements EngineCore {
     }
     this.sink = sink;
     if (this.finish()) failStatuses(statuses);
+    this.countBatch(MINT_COUNTS, statuses);
   }
 
   transferBatch(ops: Uint8Array, statuses: Uint8Array): void {
@@ -896,6 +934,7 @@ export class JsCore implements EngineCore {
     }
     this.sink = sink;
     if (this.finish()) failStatuses(statuses);
+    this.countBatch(TRANSFER_COUNTS, statuses);
   }
 
   getBatch(keys: Uint8Array, out: Uint8Array): void {
@@ -944,11 +983,12 @@ export class JsCore implements EngineCore {
     this.stamp();
     let leg = 0;
     const lsn = this.lsn;
+    const supply = this.supply.value();
     for (const s of this.shards) {
       const n = s.imageSlots();
       if (n === 0) continue;
       s.reserve(n);
-      s.forEachDirtySlot((slot) => this.append(s, WalType.IMAGE, slot, lsn, total, leg++, 0, 0));
+      s.forEachDirtySlot((slot) => this.append(s, WalType.IMAGE, slot, lsn, total, leg++, 0, 0, supply));
     }
     const failedBefore = this.failed;
     this.flushAll();
@@ -956,14 +996,16 @@ export class JsCore implements EngineCore {
     for (const s of this.shards) if (s.log.lastLsn !== 0) dataSyncOrThrow(s.log.fd, s.log.name);
   }
 
-  /** A checkpoint committed (foreground or background): stats(). */
-  private committed(ms: number): void {
+  /** A checkpoint committed (foreground or background): stats() and the counters. */
+  private committed(ms: number, trigger: number): void {
     this.checkpoints++;
     this.lastCheckpointMs = Math.round(ms);
     this.lastCheckpointAt = Date.now();
+    this.counts[Counter.CHECKPOINTS + trigger]++;
+    observe(this.counts, Counter.CHECKPOINT_HISTOGRAM, Counter.CHECKPOINT_BOUNDS_US, ms * 1000);
   }
 
-  checkpointSync(force: boolean): void {
+  checkpointSync(force: boolean, trigger: number): void {
     this.live();
     // A background checkpoint in progress is finished first, here: this runs at open and close only.
     const bg = this.bg;
@@ -994,7 +1036,7 @@ export class JsCore implements EngineCore {
       crashPoint('checkpoint:after-index');
       // 2. The commit point: the manifest names the new epoch, and records of
       //    the old one are never replayed again.
-      replaceFile(this.dir, MANIFEST_FILE, encodeShardManifest(next));
+      replaceFile(this.dir, MANIFEST_FILE, encodeShardManifest(next, this.supply.value()));
       this.manifest = next;
       crashPoint('checkpoint:after-manifest');
       // 3. Fresh logs: the active generation, and the next one prepared for a background checkpoint. The
@@ -1017,7 +1059,7 @@ export class JsCore implements EngineCore {
       this.durableRecords = this.records;
       this.durableLsn = this.lsn;
       this.appendedLsn = this.lsn;
-      this.committed(performance.now() - started);
+      this.committed(performance.now() - started, trigger);
       this.settleWaiters();
     } catch (e) {
       if (e instanceof LedgerError) {
@@ -1029,15 +1071,15 @@ export class JsCore implements EngineCore {
     }
   }
 
-  checkpoint(): Promise<void> {
+  checkpoint(trigger: number): Promise<void> {
     this.live();
     if (this.bg !== undefined) return this.bg.promise;
     try {
       if (!this.wal || !this.started) {
-        this.checkpointSync(false);
+        this.checkpointSync(false, trigger);
         return Promise.resolve();
       }
-      const bg = this.beginBackground();
+      const bg = this.beginBackground(trigger);
       return bg === undefined ? Promise.resolve() : bg.promise;
     } catch (e) {
       return Promise.reject(e);
@@ -1061,7 +1103,7 @@ export class JsCore implements EngineCore {
   // Operations go on between slices and go to the file of E+1.
 
   /** The hand-over (short, on this thread); undefined when there is nothing to do. */
-  private beginBackground(): Background | undefined {
+  private beginBackground(trigger: number): Background | undefined {
     if (this.failed) throw errorFor(IO_ERROR, `ledger is read-only after a failure: ${this.failure}`);
     if (!this.anyDirty() && this.lsn === this.manifest.checkpointLsn) return undefined;
     if (!this.nextPrepared) throw errorFor(IO_ERROR, 'checkpoint: the next log generation is not prepared');
@@ -1078,7 +1120,7 @@ export class JsCore implements EngineCore {
     this.nextPrepared = false;
     this.committingBytes = this.handoverBytes;
     this.handoverBytes = 0;
-    const bg = new Background(next);
+    const bg = new Background(next, this.supply.value(), trigger);
     bg.steps = this.backgroundSteps(bg);
     this.bg = bg;
     crashPoint('checkpoint:after-handover');
@@ -1186,7 +1228,7 @@ export class JsCore implements EngineCore {
     yield;
     crashPoint('checkpoint:after-index');
     // 4. The commit point: MANIFEST names E+1 and C' (replaceFile, with its fsyncs on the pool).
-    const tmp = writeTemp(this.dir, MANIFEST_FILE, encodeShardManifest(next));
+    const tmp = writeTemp(this.dir, MANIFEST_FILE, encodeShardManifest(next, bg.supply));
     try {
       bg.fsync();
       bg.waitFds.push(tmp);
@@ -1207,7 +1249,7 @@ export class JsCore implements EngineCore {
     }
     this.manifest = next;
     this.committingBytes = 0;
-    this.committed(performance.now() - bg.handedOverAt);
+    this.committed(performance.now() - bg.handedOverAt, bg.trigger);
     crashPoint('checkpoint:after-manifest');
     // 5. The old generation is obsolete: its file is prepared for the next one (E+2).
     const now = Date.now();
@@ -1479,6 +1521,7 @@ export class JsCore implements EngineCore {
       lsn: BigInt(this.lsn),
       durableLsn: BigInt(this.wal ? this.durableLsn : this.manifest.checkpointLsn),
       checkpointLsn: BigInt(this.manifest.checkpointLsn),
+      supply: this.supply.value(),
       walBytes: this.handoverBytes + this.committingBytes,
       checkpoints: this.checkpoints,
       checkpointInProgress: this.bg !== undefined,
@@ -1497,12 +1540,28 @@ export class JsCore implements EngineCore {
     this.live();
     return this.detailMsg;
   }
+
+  counters(): Float64Array {
+    this.live();
+    const c = this.counts.slice();
+    c[Counter.WAL_FSYNCS] = this.rounds;
+    return c;
+  }
+
+  logEnds(): number[] {
+    this.live();
+    return this.shards.map((s) => s.log.pos + s.staged);
+  }
+
+  pauseCheckpoints(paused: boolean): void {
+    this.checkpointsPaused = paused;
+  }
 }
 
-function encodeShardManifest(m: ShardManifest): Buffer {
+function encodeShardManifest(m: ShardManifest, supply: bigint): Buffer {
   return encodeManifest({
     shards: m.shards, accountsPerShard: m.accountsPerShard, indexCapacity: m.indexCapacity, seed: m.seed,
-    epoch: BigInt(m.epoch), checkpointLsn: BigInt(m.checkpointLsn),
+    epoch: BigInt(m.epoch), checkpointLsn: BigInt(m.checkpointLsn), supply,
   });
 }
 

@@ -36,6 +36,7 @@ import {
 } from '../format';
 import { crc32cWords, crcOverRecord, crcWords, recordCrcDelta } from './crc';
 import { K, bucketOf, hashKeyWords } from './hash';
+import type { Supply } from './supply';
 import {
   O_CREAT, O_RDWR, O_TRUNC, closeFile, dataSyncOrThrow, fail, fileSize, openFile, readAt, readUpTo, resize, writeAt,
   crashPoint,
@@ -82,6 +83,7 @@ const W_LEGS = 43;
 const W_LEG = 44;
 const W_AMOUNT = 45;
 const W_DURABLE_LSN = 47;
+const W_SUPPLY = 49;
 /**
  * Background write-back: pages copied before one wait for the log to be durable (8 MiB: the wait is a group
  * fsync, so fewer and larger batches than native's 1 MiB, whose thread can afford to wait), and pages copied
@@ -125,6 +127,11 @@ export interface ShardManifest {
 }
 
 /** CRC of a log record: bytes [0,16) then [20,224). */
+/** The u128 at word w (low word first). */
+function supplyAt(u: Uint32Array, w: number): bigint {
+  return BigInt(u[w]) | (BigInt(u[w + 1]) << 32n) | (BigInt(u[w + 2]) << 64n) | (BigInt(u[w + 3]) << 96n);
+}
+
 export function walCrc(u: Uint32Array, w: number): number {
   return ~crcWords(crcWords(0xffffffff, u, w, W_CRC), u, w + W_ACCOUNT, WAL_WORDS - W_ACCOUNT) >>> 0;
 }
@@ -1060,8 +1067,9 @@ export class Shard {
    * Appends the post-image of `slot` as a log record of `epoch` (to the staging buffer); `durable` is the
    * ledger's durable LSN now: every record of every log up to it is on stable storage.
    */
+  /** `supply`: an IMAGE record's (the wal:false journal stands for a checkpoint); the others hold zero there. */
   append(type: number, slot: number, lsn: number, epoch: number, legs: number, leg: number,
-    amountLo: number, amountHi: number, tsLo: number, tsHi: number, durable: number): void {
+    amountLo: number, amountHi: number, tsLo: number, tsHi: number, durable: number, supply?: bigint): void {
     const w = this.stageWord();
     const s = this.stage32!;
     const u = this.segs32[slot >>> SEG_SHIFT];
@@ -1083,6 +1091,14 @@ export class Shard {
     s[w + W_AMOUNT + 1] = amountHi;
     s[w + W_DURABLE_LSN] = lo32(durable);
     s[w + W_DURABLE_LSN + 1] = hi32(durable);
+    if (supply === undefined) {
+      s[w + W_SUPPLY] = 0;
+      s[w + W_SUPPLY + 1] = 0;
+      s[w + W_SUPPLY + 2] = 0;
+      s[w + W_SUPPLY + 3] = 0;
+    } else {
+      for (let i = 0; i < 4; i++) s[w + W_SUPPLY + i] = Number((supply >> BigInt(32 * i)) & 0xffffffffn);
+    }
     // (the reserved words after it are zero: nothing else is ever written there)
     if (this.checked[slot] === 1) {
       // The image's own CRC is right: reuse it for the 124 bytes it covers.
@@ -1162,7 +1178,7 @@ export class Shard {
   }
 
   /** Recovery pass 3: applies every record of the prefix below the global cut; returns how many. */
-  applyLog(log: WalLog, cutLsn: number, indexValid: boolean, dropped: { bytes: number }): number {
+  applyLog(log: WalLog, cutLsn: number, indexValid: boolean, dropped: { bytes: number }, minted: Supply): number {
     let applied = 0;
     const u = log.scan32;
     for (let o = WAL_RECORD_SIZE; o < log.prefixEnd; o += WAL_RECORD_SIZE) {
@@ -1175,6 +1191,9 @@ export class Shard {
       const slot = u![w + W_SLOT];
       // The file may have lost a growth the log outlived (a power cut): grow it again, by the same steps.
       if (slot >= this.capacity) this.growFor(slot);
+      const type = u![w + W_TYPE];
+      if (type === WalType.MINT) minted.add(u![w + W_AMOUNT], u![w + W_AMOUNT + 1]);
+      else if (type === WalType.IMAGE) minted.set(supplyAt(u!, w + W_SUPPLY));
       const r = this.rec32(slot);
       const rw = (slot & SEG_MASK) << 5;
       for (let i = 0; i < 32; i++) r[rw + i] = u![w + W_ACCOUNT + i];

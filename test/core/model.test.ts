@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { BatchStatus } from '../../dist/index.js';
+import { resultName } from '../../dist/counters.js';
 import { engines, key, Ledger, mintOps, tmpDir, transferOps } from './helpers';
 
 const MAX = (1n << 64n) - 1n;
@@ -13,7 +14,16 @@ const MAX_ACCOUNTS = 7; // the ledger's maxAccounts: a full ledger is reachable
 class Model {
   balances = new Map<number, bigint>();
   perShard = new Map<number, number>();
+  /** Total minted: what stats().supply must say. */
+  minted = 0n;
+  /** Operations since the ledger's last open by op and result: what counters().operations must say. */
+  counts = { mint: {} as Record<string, number>, transfer: {} as Record<string, number> };
   constructor(private shardOf: (k: number) => number) {}
+  #count(op: 'mint' | 'transfer', status: number): number {
+    const r = resultName(status);
+    this.counts[op][r] = (this.counts[op][r] ?? 0) + 1;
+    return status;
+  }
   #create(k: number): boolean {
     if (this.balances.has(k)) return true;
     const s = this.shardOf(k);
@@ -23,13 +33,21 @@ class Model {
     return true;
   }
   mint(k: number, a: bigint): number {
+    const st = this.#mint(k, a);
+    if (st === BatchStatus.OK) this.minted += a;
+    return this.#count('mint', st);
+  }
+  transfer(f: number, t: number, a: bigint): number {
+    return this.#count('transfer', this.#transfer(f, t, a));
+  }
+  #mint(k: number, a: bigint): number {
     const cur = this.balances.get(k);
     if (cur !== undefined && cur + a > MAX) return BatchStatus.OVERFLOW;
     if (!this.#create(k)) return BatchStatus.CAPACITY_EXCEEDED;
     this.balances.set(k, this.balances.get(k)! + a);
     return BatchStatus.OK;
   }
-  transfer(f: number, t: number, a: bigint): number {
+  #transfer(f: number, t: number, a: bigint): number {
     if (f === t) return BatchStatus.SAME_ACCOUNT;
     const from = this.balances.get(f);
     if (from === undefined) return BatchStatus.ACCOUNT_NOT_FOUND;
@@ -107,7 +125,7 @@ describe.each(engines)('%s engine: model-based', (engine) => {
   // What the runs exercised, checked at the end: a model test that never had a checkpoint running while it
   // went on, or never had a write start one, would prove nothing about them.
   const seen = { running: 0, byWrites: 0 };
-  it('random operations, background checkpoints started and awaited later or started by writes, and clean reopens match a pure-TypeScript model at every step', async () => {
+  it('random operations, background checkpoints started and awaited later or started by writes, and clean reopens match a pure-TypeScript model at every step (balances, supply, operation counts by result)', async () => {
     await fc.assert(
       fc.asyncProperty(run, async ({ ops, ...k }) => {
         const dir = tmpDir('gl-model');
@@ -181,6 +199,7 @@ describe.each(engines)('%s engine: model-based', (engine) => {
               await Promise.all(all.map((p) => p.promise));
               l = await Ledger.open(dir, options);
               expect(l.recovery.mode).toBe('clean');
+              m.counts = { mint: {}, transfer: {} }; // counters start again at each open
             }
             for (let k = 0; k < KEYS; k++) expect(l.balance(key(k))).toBe(m.balances.get(k) ?? 0n);
             const s = l.stats();
@@ -188,6 +207,8 @@ describe.each(engines)('%s engine: model-based', (engine) => {
             const write = o.kind === 'mint' || o.kind === 'transfer' || o.kind === 'mintBatch' || o.kind === 'transferBatch';
             if (write && !before.checkpointInProgress && (s.checkpointInProgress || s.checkpoints > before.checkpoints)) seen.byWrites++;
             expect(s.accounts).toBe(m.balances.size);
+            expect(s.supply).toBe(m.minted);
+            expect(l.counters().operations).toEqual(m.counts);
             expect(s.durableLsn).toBeLessThanOrEqual(s.lsn);
             expect(s.checkpointLsn).toBeLessThanOrEqual(s.lsn);
           }
