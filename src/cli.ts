@@ -23,7 +23,7 @@ import { Command, CommanderError, Option } from 'commander';
 import type { Ledger, LedgerOptions } from './ledger';
 import { LedgerError } from './errors';
 import {
-  ENTRIES_PER_PAGE, INDEX_HEADER_CRC_LEN, INDEX_HEADER_SIZE, Index, MANIFEST_FILE, crc32c, readManifest, readMarker,
+  ACCOUNT_SIZE, INDEX_HEADER_CRC_LEN, INDEX_HEADER_SIZE, Index, MANIFEST_FILE, crc32c, readManifest, readMarker,
   shardFile, walFile, type Manifest,
 } from './format';
 import { keyBytes, toBase58 } from './pubkey';
@@ -178,8 +178,9 @@ export function ledgerInfo(dir: string): Info {
     const accounts = indexCount(dir, s, m);
     const logFileBytes = size(walFile(s, 0)) + size(walFile(s, 1));
     logBytes += logFileBytes;
-    shards.push({ shard: s, accounts, capacity: m.accountsPerShard, loadFactor: accounts === null ? null : accounts / m.accountsPerShard,
-      logFileBytes });
+    // Shards grow (issue 8): a shard's capacity is its account file's size; the manifest has the initial one.
+    const capacity = Math.max(m.accountsPerShard, Math.floor(size(shardFile('shard', s, 'bin')) / ACCOUNT_SIZE));
+    shards.push({ shard: s, accounts, capacity, loadFactor: accounts === null ? null : accounts / capacity, logFileBytes });
   }
   const marker = readMarker(dir);
   const holder = lockHolder(dir);
@@ -188,7 +189,7 @@ export function ledgerInfo(dir: string): Info {
     dir,
     manifest: m,
     accountsAtCheckpoint: shards.every((s) => s.accounts !== null) ? shards.reduce((a, s) => a + s.accounts!, 0) : null,
-    capacity: m.shards * m.accountsPerShard,
+    capacity: shards.reduce((a, s) => a + s.capacity, 0),
     shards,
     log: { files: m.shards * 2, fileBytes: logBytes },
     cleanShutdown: {
@@ -203,16 +204,16 @@ export function ledgerInfo(dir: string): Info {
 
 function infoText(i: Info): string {
   const m = i.manifest;
-  const supply = (m as Manifest & { supply?: bigint }).supply;
+  const supply = m.supply;
   const load = i.accountsAtCheckpoint === null ? '' : ` (load ${((i.accountsAtCheckpoint / i.capacity) * 100).toFixed(1)}%)`;
   const lines = [
     `ledger         ${i.dir}`,
-    `shape          ${m.shards} shards x ${n(m.accountsPerShard)} accounts = capacity ${n(i.capacity)}; ` +
-      `index ${n(m.indexCapacity)} entries per shard (${n(m.indexCapacity / ENTRIES_PER_PAGE)} pages); seed ${m.seed}`,
+    `shape          ${m.shards} shards, created for ${n(m.accountsPerShard)} accounts each; capacity now ${n(i.capacity)}; ` +
+      `index ${n(m.indexCapacity)} entries per shard at creation (doubles as a shard grows); seed ${m.seed}`,
     `checkpoint     epoch ${m.epoch}, LSN ${n(m.checkpointLsn)}`,
     `accounts       ${i.accountsAtCheckpoint === null ? 'unknown (an index is not the checkpoint\'s: the next open rebuilds it)'
       : n(i.accountsAtCheckpoint)}${load} at the checkpoint`,
-    `supply         ${supply === undefined ? 'not in this manifest' : n(supply)}`,
+    `supply         ${n(supply)}`,
     `log            ${bytes(i.log.fileBytes)} on disk in ${i.log.files} files (headers, records since the checkpoint, ` +
       'space allocated ahead)',
     `clean marker   ${!i.cleanShutdown.present ? 'absent (the ledger is open, or did not close cleanly)'

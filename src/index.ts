@@ -2,7 +2,7 @@ export {
   Ledger, type LedgerOptions, type Recovery, type Progress, type LedgerStats, type ShardStats, type BackupOptions,
   type BackupProgress, type BackupResult, type LedgerCounters,
 } from './ledger';
-export { registerMetrics, METRIC_NAMES, METRIC_PREFIX, type MetricsOptions } from './metrics';
+export { registerMetrics, METRIC_NAMES, METRIC_PREFIX, METRIC_TYPES, type MetricsOptions } from './metrics';
 export { LedgerError, BatchStatus, type LedgerErrorCode, type BatchStatusName } from './errors';
 export { type Account, decodeAccount } from './account';
 export { type Pubkey, toBase58 } from './pubkey';

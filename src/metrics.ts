@@ -39,6 +39,11 @@ const METRICS = [
 /** The full names of every metric, prefix included (histograms add _bucket, _sum and _count to theirs). */
 export const METRIC_NAMES: readonly string[] = Object.freeze(METRICS.map(([name]) => METRIC_PREFIX + name));
 
+/** Each metric's type by full name: the one list the alert rules, the dashboard and the runbook are held to. */
+export const METRIC_TYPES: Readonly<Record<string, MetricType>> = Object.freeze(
+  Object.fromEntries(METRICS.map(([name, type]) => [METRIC_PREFIX + name, type])),
+);
+
 export interface MetricsOptions {
   /** The prom-client Registry to register with (default: prom-client's global `register`). */
   registry?: Registry;

@@ -21,7 +21,8 @@ import * as path from 'node:path';
 import { LedgerError } from './errors';
 import {
   ACCOUNT_CRC_LEN, ACCOUNT_SIZE, ACCOUNT_VERSION, Account, ENTRIES_PER_PAGE, INDEX_HEADER_CRC_LEN, INDEX_HEADER_SIZE,
-  INDEX_MAGIC, INDEX_VERSION, Index, MANIFEST_FILE, PAGE_SIZE, WAL_RECORD_SIZE, Wal, crc32c, indexEntriesOffset,
+  INDEX_MAGIC, INDEX_VERSION, Index, MANIFEST_FILE, MAX_ACCOUNTS_PER_SHARD, MAX_INDEX_CAPACITY, PAGE_SIZE,
+  WAL_RECORD_SIZE, Wal, crc32c, indexEntriesOffset,
   indexTableBytes, readManifest, readMarker, shardFile, walFile, type Manifest,
 } from './format';
 import { crc32cWords } from './js/crc';
@@ -258,16 +259,22 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
   const tags: Uint32Array[] = [];
   const slotState: Uint8Array[] = []; // EMPTY, VALID or DAMAGED
   const used: number[] = [];
+  const capacities: number[] = [];
   let accountDamage = false;
   const checkAccounts = async (s: number): Promise<void> => {
     const name = shardFile('shard', s, 'bin');
-    const expected = m.accountsPerShard * ACCOUNT_SIZE;
+    // Shards grow (issue 8): the file's size is the shard's capacity, from the initial one up to the hard limit.
     const size = sizeOf(name);
-    tags.push(new Uint32Array(m.accountsPerShard));
-    slotState.push(new Uint8Array(m.accountsPerShard));
+    const plausible = size > 0 && size % ACCOUNT_SIZE === 0 && size >= m.accountsPerShard * ACCOUNT_SIZE &&
+      size <= MAX_ACCOUNTS_PER_SHARD * ACCOUNT_SIZE;
+    const capacity = plausible ? size / ACCOUNT_SIZE : m.accountsPerShard;
+    capacities.push(capacity);
+    tags.push(new Uint32Array(capacity));
+    slotState.push(new Uint8Array(capacity));
     used.push(0);
-    if (size !== expected) {
-      finding(name, 0, size < 0 ? 'missing' : `size ${size}, expected ${expected} (${m.accountsPerShard} records)`);
+    if (!plausible) {
+      finding(name, 0, size < 0 ? 'missing' : `size ${size}, expected whole ${ACCOUNT_SIZE}-byte records, from ` +
+        `${m.accountsPerShard} (the initial capacity) to ${MAX_ACCOUNTS_PER_SHARD}`);
       accountDamage = true;
       await progress('accounts', Math.max(0, size));
       return;
@@ -276,8 +283,8 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
     const rewritten = replayed.get(s);
     const fd = fs.openSync(path.join(dir, name), 'r');
     try {
-      for (let first = 0; first < m.accountsPerShard; first += recordsPerStep) {
-        const n = Math.min(recordsPerStep, m.accountsPerShard - first);
+      for (let first = 0; first < capacity; first += recordsPerStep) {
+        const n = Math.min(recordsPerStep, capacity - first);
         readFully(fd, buf, n * ACCOUNT_SIZE, first * ACCOUNT_SIZE);
         // Balances of this step, as exact sums of their low and high 32-bit words (each under 2^53).
         let sumLo = 0;
@@ -324,10 +331,24 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
   const entries: number[] = [];
   const checkIndex = async (s: number): Promise<void> => {
     const name = shardFile('index', s, 'bin');
-    const pages = m.indexCapacity / ENTRIES_PER_PAGE;
-    const entriesAt = indexEntriesOffset(pages);
-    const expected = entriesAt + m.indexCapacity * 8;
     const size = sizeOf(name);
+    // An index doubles as its shard grows: the header says the capacity its file is laid out for.
+    let indexCapacity = m.indexCapacity;
+    if (size >= INDEX_HEADER_SIZE) {
+      const h = Buffer.alloc(INDEX_HEADER_SIZE);
+      const fd = fs.openSync(path.join(dir, name), 'r');
+      try {
+        readFully(fd, h, INDEX_HEADER_SIZE, 0);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const c = h.readUInt32LE(Index.CAPACITY);
+      if (c >= m.indexCapacity && c <= MAX_INDEX_CAPACITY && (c & (c - 1)) === 0) indexCapacity = c;
+    }
+    const slots = capacities[s];
+    const pages = indexCapacity / ENTRIES_PER_PAGE;
+    const entriesAt = indexEntriesOffset(pages);
+    const expected = entriesAt + indexCapacity * 8;
     const head: IndexHead = { valid: false, current: false, count: 0, pages };
     heads.push(head);
     entries.push(0);
@@ -348,8 +369,8 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
         return;
       }
       const shape = h.readUInt32LE(Index.VERSION) === INDEX_VERSION && h.readUInt32LE(Index.SHARD) === s &&
-        h.readUInt32LE(Index.CAPACITY) === m.indexCapacity && h.readUInt32LE(Index.PAGES) === pages &&
-        h.readUInt32LE(Index.SEED) === m.seed && h.readUInt32LE(Index.COUNT) <= m.accountsPerShard;
+        h.readUInt32LE(Index.CAPACITY) === indexCapacity && h.readUInt32LE(Index.PAGES) === pages &&
+        h.readUInt32LE(Index.SEED) === m.seed && h.readUInt32LE(Index.COUNT) <= slots;
       if (!shape) {
         finding(name, 0, 'index header: version, shard, shape or seed does not match the manifest');
         await progress('index', size);
@@ -370,7 +391,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
       }
       head.valid = true;
       await progress('index', entriesAt);
-      const seen = new Uint8Array(m.accountsPerShard);
+      const seen = new Uint8Array(slots);
       const pagesPerStep = STEP_BYTES / PAGE_SIZE;
       for (let first = 0; first < pages; first += pagesPerStep) {
         const n = Math.min(pagesPerStep, pages - first);
@@ -391,8 +412,8 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
             entries[s]++;
             const slot = slotPlus1 - 1;
             const tag = words[w + 1];
-            if (slot >= m.accountsPerShard) {
-              finding(name, at + i * 8, `entry names slot ${slot}, past the shard's ${m.accountsPerShard}`);
+            if (slot >= slots) {
+              finding(name, at + i * 8, `entry names slot ${slot}, past the shard's ${slots}`);
             } else if (seen[slot] === 1) {
               finding(name, at + i * 8, `a second entry for slot ${slot}`);
             } else if (slotState[s][slot] === VALID && tags[s][slot] !== tag) {
@@ -400,7 +421,7 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
             } else if (head.current && slotState[s][slot] === EMPTY && !replayed.get(s)?.has(slot)) {
               finding(name, at + i * 8, `entry names slot ${slot}, which holds no valid account`);
             }
-            if (slot < m.accountsPerShard) seen[slot] = 1;
+            if (slot < slots) seen[slot] = 1;
           }
         }
         await progress('index', n * PAGE_SIZE);
@@ -440,11 +461,9 @@ export async function verifyLedger(dir: string, options: VerifyOptions = {}): Pr
         finding(name, 0, `index holds ${entries[s]} entries for ${used[s]} accounts`);
       }
     }
-    // Supply (issue 9): the manifest's total minted, exact; a manifest of an earlier format has none.
-    const supply = (m as Manifest & { supply?: bigint }).supply;
-    if (typeof supply !== 'bigint') {
-      report.supply = { checked: false, reason: 'the manifest carries no supply (written before supply was kept)' };
-    } else if (accountDamage) {
+    // Supply (issue 9): the manifest's total minted, exact.
+    const supply = m.supply;
+    if (accountDamage) {
       report.supply = { checked: false, expected: supply, reason: 'damaged account records: their balances are unknown' };
     } else {
       report.supply = { checked: true, expected: supply };

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { verifyLedger } from '../../dist/verify.js';
 import {
-  ACCOUNT_CRC_LEN, ACCOUNT_SIZE, Account, INDEX_HEADER_CRC_LEN, Index, Wal, crc32c, decodeManifest, encodeManifest,
+  ACCOUNT_CRC_LEN, ACCOUNT_SIZE, Account, INDEX_HEADER_CRC_LEN, Index, Wal, crc32c,
   indexEntriesOffset, readManifest,
 } from '../../dist/format.js';
 import {
@@ -24,14 +24,6 @@ async function closedLedger(engine: 'native' | 'js'): Promise<string> {
   return dir;
 }
 const MINTED = BigInt((N * (N + 1)) / 2);
-
-/**
- * Whether this build's manifest carries the supply (issue 9, the ledger's half: merged separately). Until it
- * does, the supply-drift test is skipped and the healthy-ledger test checks that verify says why it did not run.
- */
-const MANIFEST_HAS_SUPPLY = 'supply' in decodeManifest(encodeManifest({
-  shards: 1, accountsPerShard: 1, indexCapacity: 1024, seed: 1, epoch: 1n, checkpointLsn: 0n, supply: 0n,
-} as Parameters<typeof encodeManifest>[0]), 'probe');
 
 /**
  * What a crash leaves: a snapshot of a live ledger whose checkpoint holds nothing and whose logs hold N mints,
@@ -97,13 +89,26 @@ describe.each(engines)('%s engine: verifyLedger', (engine) => {
     expect(r.checked.indexPages).toBe(SHAPE.shards * (readManifest(dir)!.indexCapacity / 512));
     expect(r.counts.checked).toBe(true);
     expect(r.log.records).toBe(0);
-    // The supply check runs once the manifest carries the supply (issue 9, the ledger's half); until then it says why not.
-    expect(r.supply.checked).toBe(MANIFEST_HAS_SUPPLY);
-    if (MANIFEST_HAS_SUPPLY) expect(r.supply.expected).toBe(MINTED);
-    else expect(r.supply.reason).toMatch(/no supply/);
+    expect(r.supply.checked).toBe(true);
+    expect(r.supply.expected).toBe(MINTED);
     expect(seen.length).toBeGreaterThan(0);
     expect(seen.at(-1)).toBe(1);
     expect(dirDigest(dir, true)).toEqual(before);
+  });
+
+  it('a ledger whose shards grew (account files extended, indexes doubled) verifies clean', async () => {
+    const dir = await made(Promise.resolve(tmpDir('gl-verify')));
+    const l = await open(dir, engine, { shards: 2, accountsPerShard: 100 });
+    const grown = 3000;
+    for (let i = 0; i < grown; i++) l.mint(key(i), 2n);
+    const shardStats = l.stats().shards;
+    await l.close();
+    expect(shardStats.every((s) => s.capacity > 100 && s.indexResizes > 0)).toBe(true);
+    const r = await verifyLedger(dir);
+    expect(r.findings).toEqual([]);
+    expect(r.accounts).toBe(grown);
+    expect(r.counts.checked).toBe(true);
+    expect(r.supply).toMatchObject({ checked: true, expected: BigInt(grown * 2) });
   });
 
   it('a flipped bit in an account record is a finding naming the shard file and the record\'s offset', async () => {
@@ -167,7 +172,7 @@ describe.each(engines)('%s engine: verifyLedger', (engine) => {
       what: `entry for slot ${slot} carries tag ${(tag ^ 1) >>> 0}, the record's key hashes to ${tag}` }]);
   });
 
-  it.skipIf(!MANIFEST_HAS_SUPPLY)(
+  it(
     'a balance changed behind the ledger\'s back (checksum resealed) is supply drift against the manifest', async () => {
       const dir = await made(closedLedger(engine));
       const { file, slot } = slotOf(dir, 5);
