@@ -10,10 +10,9 @@ import { toBase58 } from '../../dist/index.js';
 import {
   DIST, dirDigest, engines, flipBit, key, Ledger, logRecords, MANUAL_SYNC, open, snapshot, tmpDir,
 } from '../core/helpers';
+import { N, SHAPE, closedLedger, crashedLedger, slotOf } from './ledgers';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
-const N = 200;
-const SHAPE = { shards: 2, accountsPerShard: 1000 };
 
 interface Run {
   code: number | null;
@@ -35,39 +34,7 @@ function geoledger(...args: string[]): Run {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, json };
 }
 
-async function closedLedger(engine: 'native' | 'js'): Promise<string> {
-  const dir = tmpDir('gl-cli');
-  const l = await open(dir, engine, SHAPE);
-  for (let i = 0; i < N; i++) l.mint(key(i), BigInt(i + 1));
-  await l.close();
-  return dir;
-}
 
-/** A snapshot of a live ledger (what kill -9 leaves): N mints in the log, synced but for the last 10. */
-async function crashedLedger(engine: 'native' | 'js'): Promise<string> {
-  const dir = tmpDir('gl-cli');
-  const l = await open(dir, engine, { ...SHAPE, ...MANUAL_SYNC });
-  try {
-    for (let i = 0; i < N - 10; i++) l.mint(key(i), BigInt(i + 1));
-    await l.sync();
-    for (let i = N - 10; i < N; i++) l.mint(key(i), BigInt(i + 1));
-    return snapshot(dir);
-  } finally {
-    await l.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function accountFile(dir: string, i: number): { file: string; slot: number } {
-  for (let s = 0; s < SHAPE.shards; s++) {
-    const file = path.join(dir, `shard_00${s}.bin`);
-    const b = fs.readFileSync(file);
-    for (let slot = 0; slot * ACCOUNT_SIZE < b.length; slot++) {
-      if (b.subarray(slot * ACCOUNT_SIZE, slot * ACCOUNT_SIZE + 32).equals(key(i))) return { file, slot };
-    }
-  }
-  throw new Error(`account ${i} is in no shard file`);
-}
 
 describe('geoledger: usage', () => {
   it('an unknown command, a missing argument, a bad option or a bad key is exit 2 with usage', () => {
@@ -146,7 +113,7 @@ describe('geoledger info and verify', () => {
     expect(i.lock).toEqual({ held: false, pid: null });
     const text = geoledger('info', dir);
     expect(text.code).toBe(0);
-    expect(text.stdout).toMatch(/accounts +200 \(load 10\.0%\) at the checkpoint/);
+    expect(text.stdout).toMatch(/accounts +300 \(load 15\.0%\) at the checkpoint/);
     expect(text.stdout).toMatch(/clean marker +present, names this checkpoint/);
     expect(text.stdout).toMatch(/lock +free/);
 
@@ -172,7 +139,7 @@ describe('geoledger info and verify', () => {
   it('verify: exit 1 with file and offset for a flipped bit in an account, in an index page, in a synced log record', async () => {
     const cases: [string, (dir: string) => { file: string; offset: number }][] = [
       ['account', (dir) => {
-        const { file, slot } = accountFile(dir, 3);
+        const { file, slot } = slotOf(dir, 3);
         flipBit(file, slot * ACCOUNT_SIZE + Account.LAMPORTS);
         return { file: path.basename(file), offset: slot * ACCOUNT_SIZE };
       }],

@@ -11,49 +11,9 @@ import {
 import {
   dirDigest, engines, flipBit, key, Ledger, logRecords, MANUAL_SYNC, open, snapshot, tmpDir,
 } from '../core/helpers';
+import { MINTED, N, SHAPE, closedLedger, crashedLedger, slotOf } from './ledgers';
 
-const N = 300;
-const SHAPE = { shards: 2, accountsPerShard: 1000 };
 
-/** A closed ledger of N accounts, account i holding i + 1. */
-async function closedLedger(engine: 'native' | 'js'): Promise<string> {
-  const dir = tmpDir('gl-verify');
-  const l = await open(dir, engine, SHAPE);
-  for (let i = 0; i < N; i++) l.mint(key(i), BigInt(i + 1));
-  await l.close();
-  return dir;
-}
-const MINTED = BigInt((N * (N + 1)) / 2);
-
-/**
- * What a crash leaves: a snapshot of a live ledger whose checkpoint holds nothing and whose logs hold N mints,
- * all synced but the last 10 (so every record but those is proven durable by a later one).
- */
-async function crashedLedger(engine: 'native' | 'js'): Promise<string> {
-  const dir = tmpDir('gl-verify');
-  const l = await open(dir, engine, { ...SHAPE, ...MANUAL_SYNC });
-  try {
-    for (let i = 0; i < N - 10; i++) l.mint(key(i), BigInt(i + 1));
-    await l.sync();
-    for (let i = N - 10; i < N; i++) l.mint(key(i), BigInt(i + 1));
-    return snapshot(dir);
-  } finally {
-    await l.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Finds the shard file and slot of account `i` (any shard) by its key. */
-function slotOf(dir: string, i: number): { file: string; slot: number } {
-  for (let s = 0; s < SHAPE.shards; s++) {
-    const file = path.join(dir, `shard_00${s}.bin`);
-    const b = fs.readFileSync(file);
-    for (let slot = 0; slot * ACCOUNT_SIZE < b.length; slot++) {
-      if (b.subarray(slot * ACCOUNT_SIZE, slot * ACCOUNT_SIZE + 32).equals(key(i))) return { file, slot };
-    }
-  }
-  throw new Error(`account ${i} is in no shard file`);
-}
 
 /** Rewrites bytes of a record and seals it again (valid checksum): damage no checksum can see. */
 function resealAccount(file: string, slot: number, change: (rec: Buffer) => void): void {
