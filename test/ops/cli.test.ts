@@ -4,13 +4,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ACCOUNT_SIZE, Account, Wal, indexEntriesOffset, readManifest } from '../../dist/format.js';
 import { toBase58 } from '../../dist/index.js';
 import {
   DIST, dirDigest, engines, flipBit, key, Ledger, logRecords, MANUAL_SYNC, open, snapshot, tmpDir,
 } from '../core/helpers';
-import { N, SHAPE, closedLedger, crashedLedger, slotOf } from './ledgers';
+import { N, SHAPE, closedLedger, crashedLedger, slotOf, removedAfterEach } from './ledgers';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
@@ -83,15 +83,7 @@ describe('geoledger: usage', () => {
 
 // info and verify read the files only: the engine that wrote them does not matter (verify.test.ts runs both).
 describe('geoledger info and verify', () => {
-  const dirs: string[] = [];
-  const made = async (p: Promise<string>): Promise<string> => {
-    const d = await p;
-    dirs.push(d);
-    return d;
-  };
-  afterEach(() => {
-    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const made = removedAfterEach();
 
   it('info: manifest, shape, accounts and load per shard, log size, clean marker, lock; verify: exit 0, no byte changed', async () => {
     const dir = await made(closedLedger('native'));
@@ -174,15 +166,7 @@ describe('geoledger info and verify', () => {
 
 // The commands that open the ledger, and the lock (a native holder flocks LOCK; a JS one writes its pid there).
 describe.each(engines)('%s engine: geoledger', (engine) => {
-  const dirs: string[] = [];
-  const made = async (p: Promise<string>): Promise<string> => {
-    const d = await p;
-    dirs.push(d);
-    return d;
-  };
-  afterEach(() => {
-    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const made = removedAfterEach();
 
   it('a ledger held by a live process: verify exits 2 (LOCKED) changing nothing, info names the holder', async () => {
     const dir = await made(closedLedger(engine));

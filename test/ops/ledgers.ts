@@ -1,6 +1,7 @@
 // The ledgers the operations tests (verify, the CLI) look at: one stopped cleanly, one left as kill -9 leaves it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { afterEach } from 'vitest';
 import { ACCOUNT_SIZE } from '../../dist/format.js';
 import { key, MANUAL_SYNC, open, snapshot, tmpDir } from '../core/helpers';
 
@@ -46,4 +47,19 @@ export function slotOf(dir: string, i: number): { file: string; slot: number } {
     }
   }
   throw new Error(`account ${i} is in no shard file`);
+}
+
+/**
+ * Inside a describe: `made(promise of a directory)` resolves to the directory and removes it after each test.
+ */
+export function removedAfterEach(): (p: Promise<string>) => Promise<string> {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  });
+  return async (p) => {
+    const d = await p;
+    dirs.push(d);
+    return d;
+  };
 }

@@ -2,7 +2,7 @@
 // closed ledger (or on a snapshot of a live one: what a crash leaves) by one of the engines, then verified.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { verifyLedger } from '../../dist/verify.js';
 import {
   ACCOUNT_CRC_LEN, ACCOUNT_SIZE, Account, INDEX_HEADER_CRC_LEN, Index, Wal, crc32c,
@@ -11,7 +11,7 @@ import {
 import {
   dirDigest, engines, flipBit, key, Ledger, logRecords, MANUAL_SYNC, open, snapshot, tmpDir,
 } from '../core/helpers';
-import { MINTED, N, SHAPE, closedLedger, crashedLedger, slotOf } from './ledgers';
+import { MINTED, N, SHAPE, closedLedger, crashedLedger, slotOf, removedAfterEach } from './ledgers';
 
 
 
@@ -25,15 +25,7 @@ function resealAccount(file: string, slot: number, change: (rec: Buffer) => void
 }
 
 describe.each(engines)('%s engine: verifyLedger', (engine) => {
-  const dirs: string[] = [];
-  const made = async (p: Promise<string>): Promise<string> => {
-    const d = await p;
-    dirs.push(d);
-    return d;
-  };
-  afterEach(() => {
-    for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-  });
+  const made = removedAfterEach();
 
   it('a healthy closed ledger is clean: every account, index page and count checked, nothing written', async () => {
     const dir = await made(closedLedger(engine));
