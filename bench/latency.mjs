@@ -27,7 +27,7 @@ import {
 } from './lib/common.mjs';
 import {
   buildsFrom, importLedger, hasBackgroundCheckpoints, header, load, runTrial, writeResults, populate, sleep, yieldTurn, histMs,
-  threadSchedstat, writeEveryAccount,
+  threadSchedstat, writeEveryAccount, buildOpenOptions,
 } from './lib/runner.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -61,7 +61,7 @@ async function child() {
       const policy = {};
       if (args['max-unsynced']) policy.maxUnsyncedRecords = Number(args['max-unsynced']);
       if (args['checkpoint-every-bytes']) policy.checkpointEveryBytes = Number(args['checkpoint-every-bytes']);
-      const ledger = await mod.Ledger.open(dir, { wal: true, syncEvery: 1000, ...policy });
+      const ledger = await mod.Ledger.open(dir, { wal: true, syncEvery: 1000, ...policy, ...buildOpenOptions(args) });
       const background = hasBackgroundCheckpoints(ledger);
 
       // The workload: random pairs over all n accounts.

@@ -4,6 +4,7 @@
 //   node bench/memory.mjs --lib <after>/dist/index.js --before <before>/dist/index.js      # full (as root for part 2)
 //   node bench/memory.mjs --quick                                                          # smoke run
 //   options: --sizes 1000000,10000000  --cgroup-n 10000000  --limit-mib <MiB>  --cgroup-ops 20000000
+//            --read-ahead-off (the --lib build once more, opened with readAhead: false)
 //            --skip rss|cgroup (the results file keeps the skipped part of the last run)  --no-write
 //
 // 1. RSS (--sizes; quick: 100k): a fresh process per build and size opens a ledger (16 shards of 1M accounts;
@@ -31,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, intArg, makeKeys, rng, tmpDir, removeDir, runChild, gc, ledgerShape, BATCH } from './lib/common.mjs';
 import {
   buildsFrom, importLedger, hasBackgroundCheckpoints, header, load, runTrial, writeResults, populate, sleep, yieldTurn,
-  processMemory, ledgerMappings, memoryCgroup, someKeys, progress, writeEveryAccount, BENCH_DIR,
+  processMemory, ledgerMappings, memoryCgroup, someKeys, progress, writeEveryAccount, BENCH_DIR, buildOpenOptions,
 } from './lib/runner.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -64,7 +65,7 @@ async function childRss() {
     try {
       const out = [reading('base', undefined)];
       let t = performance.now();
-      const ledger = await mod.Ledger.open(dir, { ...geometry(n), wal: true, syncEvery: 1000 });
+      const ledger = await mod.Ledger.open(dir, { ...geometry(n), wal: true, syncEvery: 1000, ...buildOpenOptions(args) });
       const background = hasBackgroundCheckpoints(ledger);
       for (let s = 0; s < n; s += 100_000) {
         populate(ledger, keys.subarray(s * 32), Math.min(100_000, n - s));
@@ -149,7 +150,7 @@ async function childSkewed() {
     const hotKeys = someKeys(Int32Array.from({ length: hot }, (_, i) => i), 7);
     const coldKeys = someKeys(coldIdx, 7);
     const t0 = performance.now();
-    const ledger = await mod.Ledger.open(args.dir, { wal: true, syncEvery: 1000 });
+    const ledger = await mod.Ledger.open(args.dir, { wal: true, syncEvery: 1000, ...buildOpenOptions(args) });
     const openMs = performance.now() - t0;
     const atOpen = processMemory();
     const background = hasBackgroundCheckpoints(ledger);

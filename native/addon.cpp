@@ -196,6 +196,7 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     opts.max_unsynced_records = static_cast<uint64_t>(o.Get("maxUnsyncedRecords").As<Napi::Number>().Int64Value());
     opts.checkpoint_every_bytes = static_cast<uint64_t>(o.Get("checkpointEveryBytes").As<Napi::Number>().Int64Value());
     opts.max_accounts = static_cast<uint64_t>(o.Get("maxAccounts").As<Napi::Number>().Int64Value());
+    opts.read_ahead = o.Get("readAhead").As<Napi::Boolean>().Value();
     std::vector<bool> valid;
     Guard(env, [&] { valid = C(info).Open(ManifestFrom(info[0].As<Napi::Object>()), opts); });
     auto arr = Napi::Array::New(env, valid.size());

@@ -62,6 +62,7 @@ std::vector<bool> Core::Open(const Manifest& m, const CoreOptions& o) {
   std::vector<LogWriter*> logs;
   for (uint32_t i = 0; i < m.shards; i++) {
     shards_.push_back(std::make_unique<Shard>(dir_, i, m));
+    if (!o.read_ahead) shards_.back()->SetRandomReads(true);
     valid.push_back(shards_.back()->LoadIndex(m));
     for (uint32_t g = 0; g < kWalGenerations; g++) logs.push_back(&shards_.back()->log(g));
   }

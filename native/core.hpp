@@ -31,6 +31,7 @@ struct CoreOptions {
   uint64_t max_unsynced_records = 8000;
   uint64_t checkpoint_every_bytes = 64ull << 20;
   uint64_t max_accounts = 0;  // 0: only the hard limit of each shard
+  bool read_ahead = true;     // false: Shard::SetRandomReads
 };
 
 struct ReplayResult {

@@ -111,6 +111,15 @@ class Shard {
   uint32_t index_capacity() const { return index_mask_ + 1; }
   uint32_t index_resizes() const { return index_resizes_; }
   bool rehashing() const { return old_entries_ != nullptr; }
+  // The readAhead option, false: the account and index mappings are advised
+  // MADV_RANDOM, so a fault reads its own page and no read-ahead around it.
+  // Accounts and index entries are reached by hash: when the files are larger
+  // than memory, read-ahead only evicts pages that are in use (bench/memory.mjs,
+  // a ledger twice a memory limit). When they fit, the default is faster (a
+  // page the give-back returned comes back with its neighbours). Growth gives
+  // new pages the same advice; an index rebuild, a scan in file order, runs
+  // with the default.
+  void SetRandomReads(bool on);
   // Moves the rest of the old table (foreground checkpoints: a table written
   // whole, in one layout).
   void FinishRehash();
@@ -183,6 +192,7 @@ class Shard {
 
   int data_fd_ = -1;
   uint8_t* data_ = nullptr;  // start of the reserved address space; the file is mapped at its start
+  bool random_reads_ = false;  // SetRandomReads
   size_t data_mapped_ = 0;   // bytes of the file mapped (whole pages)
   size_t data_pages_ = 0;
   Bitmap dirty_data_;

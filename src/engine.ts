@@ -21,6 +21,8 @@ export interface EngineOptions {
   checkpointEveryBytes: number;
   /** Accounts the whole ledger may hold (0: only the hard limit of each shard); creating one more is CAPACITY_EXCEEDED. */
   maxAccounts: number;
+  /** False: no read-ahead on the file mappings (native; the JS engine maps nothing and ignores it). */
+  readAhead: boolean;
 }
 
 export interface ReplayResult {

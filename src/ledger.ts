@@ -40,6 +40,12 @@ export interface LedgerOptions {
   checkpointEveryBytes?: number;
   /** A background checkpoint this long after the last one when the log holds anything (default 60,000; 0: off). */
   checkpointIntervalMs?: number;
+  /**
+   * Read-ahead when the native engine faults in a page of its account and index files (default true). Set it to
+   * false for a ledger larger than the memory it runs in: accounts are reached by hash, and read-ahead then only
+   * evicts pages in use (measured in the README). The JS engine maps nothing and ignores it.
+   */
+  readAhead?: boolean;
   onProgress?: (p: Progress) => void;
   engine?: 'native' | 'js';
   /**
@@ -221,6 +227,8 @@ export class Ledger {
       DEFAULT_CHECKPOINT_INTERVAL_MS;
     const wal = options.wal ?? true;
     if (typeof wal !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'wal must be a boolean');
+    const readAhead = options.readAhead ?? true;
+    if (typeof readAhead !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'readAhead must be a boolean');
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
       throw new LedgerError('INVALID_OPTIONS', 'onProgress must be a function');
     }
@@ -269,7 +277,7 @@ export class Ledger {
             `the ledger has ${manifest.accountsPerShard} accounts per shard, not ${accountsPerShard}`);
         }
       }
-      const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes, maxAccounts };
+      const engineOptions = { wal, syncEvery, syncIntervalMs, maxUnsyncedRecords, checkpointEveryBytes, maxAccounts, readAhead };
       const recovery = Ledger.#recover(core, dir, manifest, engineOptions, fresh, repair, progress);
       removeMarker(dir);
       core.start();

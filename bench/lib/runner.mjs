@@ -34,7 +34,17 @@ export function buildsFrom(args) {
       out.push(describeBuild(name, lib));
     }
   }
+  // --read-ahead-off: the --lib build once more, its ledgers opened with readAhead: false (MADV_RANDOM mappings)
+  if (args['read-ahead-off']) {
+    const lib = out.find((b) => b.name === 'after');
+    out.push({ ...lib, name: 'after, readAhead false', childArgs: ['--read-ahead', 'off'] });
+  }
   return out;
+}
+
+/** Child side: the open options a build's row adds (--read-ahead off). */
+export function buildOpenOptions(args) {
+  return args['read-ahead'] === 'off' ? { readAhead: false } : {};
 }
 
 function describeBuild(name, lib) {
@@ -112,7 +122,7 @@ export function progress(obj) {
  * cgroup (see cgroup()). Resolves with the child's result line plus { exit, signal, ms, stderrTail, progress (its last progress() line) }.
  */
 export function runTrial(script, argv, { build, timeoutS = 1800, cgroup: cg, env = {} } = {}) {
-  const nodeArgs = ['--expose-gc', script, '--child', ...argv, ...(build?.lib ? ['--lib', build.lib] : [])];
+  const nodeArgs = ['--expose-gc', script, '--child', ...argv, ...(build?.lib ? ['--lib', build.lib] : []), ...(build?.childArgs ?? [])];
   const childEnv = { ...process.env, ...env };
   if (build?.lib) delete childEnv.GL_ADDON; // the build's own addon (bindings finds <dir>/build/Release)
   const [cmd, cmdArgs] = cg

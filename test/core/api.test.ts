@@ -153,7 +153,7 @@ describe.each(engines)('%s engine: operations', (engine) => {
 
   it('invalid options are INVALID_OPTIONS; reopen keeps the manifest shape', async () => {
     const dir = tmpDir();
-    for (const bad of [{ shards: 0 }, { shards: 1.5 }, { accountsPerShard: -1 }, { shards: '4' }, { syncEvery: 0 }, { wal: 'yes' }]) {
+    for (const bad of [{ shards: 0 }, { shards: 1.5 }, { accountsPerShard: -1 }, { shards: '4' }, { syncEvery: 0 }, { wal: 'yes' }, { readAhead: 'no' }]) {
       await expect(Ledger.open(tmpDir(), { engine, ...bad } as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     }
     const l = await open(dir, engine, { shards: 3, accountsPerShard: 500 });

@@ -22,6 +22,18 @@ function anonymousBytes(file: string): number {
   return kb * 1024;
 }
 
+/** The VmFlags line of every mapping of `file` in this process ("rr": advised random reads, no read-ahead). */
+function vmFlags(file: string): string[][] {
+  const lines = fs.readFileSync('/proc/self/smaps', 'utf8').split('\n');
+  const out: string[][] = [];
+  let inside = false;
+  for (const line of lines) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inside = line.endsWith(` ${file}`);
+    else if (inside && line.startsWith('VmFlags:')) out.push(line.split(/\s+/).slice(1).filter(Boolean));
+  }
+  return out;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Waits for the housekeeping timer (100 ms) to hand the given-back pages to the kernel. */
@@ -94,6 +106,43 @@ describe.runIf(engines.includes('native') && process.platform === 'linux')('memo
       expect(l.balance(key(0))).toBe(2n);
       expect(l.balance(key(5 * ACCOUNTS_PER_PAGE))).toBe(2n);
       expect(l.balance(key(200 * ACCOUNTS_PER_PAGE + 3))).toBe(1n);
+    } finally {
+      await l.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('readAhead: false maps the account and index files for random reads (no read-ahead), after growth and after an index rebuild too; the default keeps read-ahead', async () => {
+    const dir = tmpDir('mem');
+    const perShard = 2 * ACCOUNTS_PER_PAGE;
+    const noReadAhead = { engine: 'native' as const, readAhead: false, ...MANUAL_SYNC };
+    let l = await Ledger.open(dir, { shards: 1, accountsPerShard: perShard, ...noReadAhead });
+    const shardFile = fs.realpathSync(path.join(dir, 'shard_000.bin'));
+    const indexFile = fs.realpathSync(path.join(dir, 'index_000.bin'));
+    const advisedRandom = (file: string, random: boolean) => {
+      const flags = vmFlags(file);
+      expect(flags.length).toBeGreaterThan(0);
+      for (const f of flags) expect(f.includes('rr')).toBe(random);
+    };
+    try {
+      advisedRandom(shardFile, true);
+      advisedRandom(indexFile, true);
+      // Growth maps the file's new pages at fixed addresses after the old ones: they get the same advice.
+      const n = 40 * perShard;
+      l.mintBatch(mintOps(Array.from({ length: n }, (_, i) => [key(i), 1n] as [Buffer, bigint])));
+      expect(l.stats().shards[0].capacity).toBeGreaterThan(perShard);
+      advisedRandom(shardFile, true);
+      await l.close();
+      // An index rebuild scans the account file in order with read-ahead, then gives the advice back.
+      fs.rmSync(indexFile);
+      l = await Ledger.open(dir, noReadAhead);
+      expect(l.stats().shards[0].indexRebuilds).toBe(1);
+      advisedRandom(shardFile, true);
+      expect(l.balance(key(n - 1))).toBe(1n);
+      await l.close();
+      l = await Ledger.open(dir, { engine: 'native', ...MANUAL_SYNC });
+      advisedRandom(shardFile, false);
+      advisedRandom(indexFile, false);
     } finally {
       await l.close();
       fs.rmSync(dir, { recursive: true, force: true });
