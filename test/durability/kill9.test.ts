@@ -3,9 +3,10 @@
 // batches, sync() and checkpoint(); it reports every acknowledged operation through a side channel; the
 // test kills it, reopens the directory in this process and compares every balance with a pure-JS model.
 import { describe, it } from 'vitest';
-import { killScenario, expectRulesHeld, seeds, summary, jobs } from './helpers';
+import { killScenario, expectRulesHeld, seeds, summary, jobs, ENGINES } from './helpers';
 
-describe('kill -9 at a random moment', () => {
+// Both engines: the rules are the engine's, whichever writes the files.
+describe.each(ENGINES)('kill -9 at a random moment (%s engine)', (engine) => {
   const variants = [
     { syncEvery: 1000 },
     { syncEvery: 64 },
@@ -16,20 +17,20 @@ describe('kill -9 at a random moment', () => {
   it.concurrent.each(seeds(variants.length, 1).map((seed, i) => ({ seed, ...variants[i] })))(
     'every acknowledged operation survives, and the state is the model after an exact prefix of the issued operations (seed $seed, syncEvery $syncEvery)',
     async (v) => {
-      const r = await jobs(() => killScenario({ ...v, mode: 'mixed', wal: true, ops: 3000 }));
+      const r = await jobs(() => killScenario({ ...v, engine, mode: 'mixed', wal: true, ops: 3000 }));
       console.log(summary(r));
       expectRulesHeld(r);
     },
   );
 
   it.concurrent.each(seeds(3, 2))('a transfer between two shards is never half applied (cross-shard-only workload, seed %i)', async (seed) => {
-    const r = await jobs(() => killScenario({ seed, mode: 'cross', wal: true, ops: 3000, syncEvery: seed % 2 ? 1000 : 32 }));
+    const r = await jobs(() => killScenario({ seed, engine, mode: 'cross', wal: true, ops: 3000, syncEvery: seed % 2 ? 1000 : 32 }));
     console.log(summary(r));
     expectRulesHeld(r);
   });
 
   it.concurrent.each(seeds(3, 3))('with wal:false, the ledger comes back exactly to the last completed checkpoint (seed %i)', async (seed) => {
-    const r = await jobs(() => killScenario({ seed, mode: seed % 2 ? 'mixed' : 'cross', wal: false, ops: 2000, paceEvery: 16 }));
+    const r = await jobs(() => killScenario({ seed, engine, mode: seed % 2 ? 'mixed' : 'cross', wal: false, ops: 2000, paceEvery: 16 }));
     console.log(summary(r));
     expectRulesHeld(r);
   });

@@ -9,12 +9,12 @@
 // Kills land in the last 70% of the workload (killFrom 0.3) so that every run has synced operations
 // at stake; scripts/soak.mjs draws them from the whole run.
 import { describe, it } from 'vitest';
-import { powercutScenario, expectRulesHeld, seeds, summary, skipPowercut, makeRng, type ScenarioOptions, jobs } from './helpers';
+import { powercutScenario, expectRulesHeld, seeds, summary, skipPowercut, makeRng, type ScenarioOptions, jobs, ENGINES } from './helpers';
 
 const skip = skipPowercut('powercut.test.ts');
 const keepFor = (seed: number) => Math.round((0.3 + 0.4 * makeRng(seed ^ 0x6b656570).float()) * 100) / 100; // 0.3..0.7
 
-function rule(name: string, o: ScenarioOptions & { keep: number }) {
+function ruleFor(name: string, o: ScenarioOptions & { keep: number }) {
   it.skipIf(skip).concurrent(`${name} (keep ${o.keep}, seed ${o.seed})`, async () => {
     const r = await jobs(() => powercutScenario({ killFrom: 0.3, ...o }));
     console.log(summary(r));
@@ -22,7 +22,9 @@ function rule(name: string, o: ScenarioOptions & { keep: number }) {
   });
 }
 
-describe('power cut at a random moment', () => {
+// Both engines: the rules are the engine's, whichever writes the files.
+describe.each(ENGINES)('power cut at a random moment (%s engine)', (engine) => {
+  const rule = (name: string, o: ScenarioOptions & { keep: number }) => ruleFor(name, { ...o, engine });
   for (const seed of seeds(2, 11)) {
     rule('every operation before the last resolved sync() survives, and the state is the model after an exact prefix of the issued operations',
       { seed, keep: 0, mode: 'mixed', wal: true, ops: 3000, syncEvery: seed % 2 ? 1000 : 64 });
