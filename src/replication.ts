@@ -240,7 +240,11 @@ async function openConn(o: ReplicationOptions): Promise<Conn> {
 async function objects(c: Conn): Promise<ObjectStore> {
   // The options become the bucket's stream configuration as they are: `num_replicas` is the server's name for it.
   const opts = { replicas: c.replicas, num_replicas: c.replicas, storage: StorageType.File };
-  c.objects ??= await retrying(() => new Objm(jetstream(c.nc, { timeout: c.timeoutMs })).create(c.bucket, opts), c.timeoutMs * 5);
+  c.objects ??= await retrying(async () => {
+    const store = await new Objm(jetstream(c.nc, { timeout: c.timeoutMs })).create(c.bucket, opts);
+    await store.status(); // create() gives up quietly when JetStream does not answer: this does not
+    return store;
+  }, c.timeoutMs * 5);
   return c.objects;
 }
 
@@ -805,40 +809,52 @@ async function putSnapshot(c: Conn, dir: string, meta: SnapshotMeta): Promise<Sn
   prefix.write(SNAP_MAGIC, 0, 'latin1');
   prefix.writeUInt32LE(head.length, SNAP_MAGIC.length);
   const bytes = prefix.length + head.length + files.reduce((n, f) => n + f.size, 0);
-  let i = -1;
-  let fd: number | undefined;
-  const rs = new ReadableStream<Uint8Array>({
-    pull(ctl) {
-      if (i === -1) {
-        ctl.enqueue(new Uint8Array(Buffer.concat([prefix, head])));
-        i = 0;
-        return;
-      }
-      for (;;) {
-        if (i >= files.length) {
-          ctl.close();
-          return;
-        }
-        fd ??= fs.openSync(path.join(dir, files[i].name), 'r');
-        // A fresh buffer each time: the object store keeps what it is given until it publishes it.
-        const chunk = Buffer.allocUnsafe(1 << 20);
-        const n = fs.readSync(fd, chunk, 0, chunk.length, null);
-        if (n > 0) {
-          ctl.enqueue(new Uint8Array(chunk.subarray(0, n)));
-          return;
-        }
-        fs.closeSync(fd);
-        fd = undefined;
-        i++;
-      }
-    },
-    cancel() {
+  // The object's bytes, read from the files as the store asks for them; made afresh for each try.
+  const open = (): { rs: ReadableStream<Uint8Array>; done(): void } => {
+    let i = -1;
+    let fd: number | undefined;
+    const done = (): void => {
       if (fd !== undefined) fs.closeSync(fd);
-    },
-  });
+      fd = undefined;
+    };
+    const rs = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        if (i === -1) {
+          ctl.enqueue(new Uint8Array(Buffer.concat([prefix, head])));
+          i = 0;
+          return;
+        }
+        for (;;) {
+          if (i >= files.length) {
+            ctl.close();
+            return;
+          }
+          fd ??= fs.openSync(path.join(dir, files[i].name), 'r');
+          // A fresh buffer each time: the object store keeps what it is given until it publishes it.
+          const chunk = Buffer.allocUnsafe(1 << 20);
+          const n = fs.readSync(fd, chunk, 0, chunk.length, null);
+          if (n > 0) {
+            ctl.enqueue(new Uint8Array(chunk.subarray(0, n)));
+            return;
+          }
+          done();
+          i++;
+        }
+      },
+      cancel: done,
+    });
+    return { rs, done };
+  };
   const store = await objects(c);
   const name = snapshotName(meta.seq, meta.lsn);
-  await store.put({ name, description: `geometric-ledger ${meta.ledgerId} at LSN ${meta.lsn}, stream sequence ${meta.seq}` }, rs);
+  await retrying(async () => {
+    const { rs, done } = open();
+    try {
+      await store.put({ name, description: `geometric-ledger ${meta.ledgerId} at LSN ${meta.lsn}, stream sequence ${meta.seq}` }, rs);
+    } finally {
+      done();
+    }
+  }, c.timeoutMs * 10);
   return { name, lsn: meta.lsn, seq: meta.seq, bytes };
 }
 
@@ -1338,7 +1354,8 @@ export async function follow(dir: string, options: FollowOptions): Promise<Follo
           writeState(dir, st);
           break;
         } catch (e) {
-          if (!(e instanceof LedgerError && e.code === 'INVALID_OPTIONS') || Date.now() > until) throw e;
+          // No snapshot yet (the leader is starting), or JetStream busy: wait and try again.
+          if (!(e instanceof LedgerError && e.code === 'INVALID_OPTIONS') && !transient(e) || Date.now() > until) throw e;
           await sleep(200);
         }
       }
