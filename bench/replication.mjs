@@ -144,11 +144,14 @@ async function driver() {
     {
       const stream = 'bench-tput';
       const l = runLeader(['--dir', path.join(root, 'tput'), '--seconds', String(seconds), '--servers', cluster.servers.join(','), '--stream', stream]);
-      const f = await follow(path.join(root, 'tput-f'), { servers: cluster.servers, stream, bootstrapTimeoutMs: 120_000 });
+      // --no-follower: the leader alone (how much of the cost is the follower's reads on the same machine).
+      const f = argv.includes('--no-follower') ? undefined
+        : await follow(path.join(root, 'tput-f'), { servers: cluster.servers, stream, bootstrapTimeoutMs: 120_000 });
       await l.until((x) => x === 'ready');
       const ms = [];
       const recs = [];
       const timer = setInterval(() => {
+        if (!f) return;
         const lag = f.lag();
         ms.push(lag.behindMs);
         recs.push(Number(lag.behindRecords));
@@ -157,7 +160,7 @@ async function driver() {
       clearInterval(timer);
       const r = JSON.parse(l.lines.find((x) => x.startsWith('result ')).slice(7));
       const t = Date.now();
-      await f.caughtUp();
+      await f?.caughtUp();
       results.replicated = {
         transfersPerSec: Math.round((r.transfers / r.ms) * 1000),
         lagMs: { median: pct(ms, 0.5), p99: pct(ms, 0.99), max: Math.max(0, ...ms) },
@@ -168,7 +171,7 @@ async function driver() {
       console.log(`follower lag while it ran: behindMs median ${results.replicated.lagMs.median}, p99 ${results.replicated.lagMs.p99}, ` +
         `max ${results.replicated.lagMs.max}; behind LSNs median ${results.replicated.lagLsns.median}, p99 ${results.replicated.lagLsns.p99}, ` +
         `max ${results.replicated.lagLsns.max}; caught up ${results.replicated.drainAfterStopMs} ms after the leader stopped`);
-      await f.close();
+      await f?.close();
     }
     // 3. failover
     results.failover = [];
