@@ -178,6 +178,8 @@ interface Conn {
   bucket: string;
   replicas: number;
   timeoutMs: number;
+  /** The stream allows direct gets (any replica answers, raw bytes): what followers read with. */
+  direct: boolean;
   objects?: ObjectStore;
 }
 
@@ -216,18 +218,19 @@ async function openConn(o: ReplicationOptions): Promise<Conn> {
     const jsm = await retrying(() => jetstreamManager(nc, { timeout: timeoutMs }), timeoutMs * 5);
     const c: Conn = {
       nc, jsm, js: jetstream(nc, { timeout: timeoutMs }), stream: o.stream, subject: o.subject ?? `gl.${o.stream}.log`,
-      bucket: o.snapshotBucket ?? `${o.stream}-snapshots`, replicas: o.replicas ?? 3, timeoutMs,
+      bucket: o.snapshotBucket ?? `${o.stream}-snapshots`, replicas: o.replicas ?? 3, timeoutMs, direct: false,
     };
     await retrying(async () => {
       try {
-        await jsm.streams.info(c.stream);
+        c.direct = (await jsm.streams.info(c.stream)).config.allow_direct === true;
       } catch (e) {
         if (!(e instanceof JetStreamApiError) || e.status !== 404) throw e;
-        await jsm.streams.add({
+        const si = await jsm.streams.add({
           name: c.stream, subjects: [c.subject], num_replicas: c.replicas, storage: StorageType.File,
           retention: RetentionPolicy.Limits, discard: DiscardPolicy.Old, duplicate_window: 120_000_000_000,
-          max_msgs: -1, max_bytes: -1, max_age: 0,
+          max_msgs: -1, max_bytes: -1, max_age: 0, allow_direct: true,
         });
+        c.direct = si.config.allow_direct === true;
       }
     }, timeoutMs * 5);
     return c;
@@ -280,9 +283,13 @@ async function streamEnd(c: Conn): Promise<StreamEnd> {
   return { first: si.state.first_seq, last: si.state.last_seq };
 }
 
-/** The message at `seq`, or undefined when the stream does not hold it (not yet, or trimmed). */
-async function getMsg(c: Conn, seq: number): Promise<StoredMsg | undefined> {
+/**
+ * The message at `seq`, or undefined when the stream does not hold it (not yet, or trimmed). Asked of the stream's
+ * leader; `direct`: of any replica, raw (cheaper; a replica behind may not have it yet: only followers' reads).
+ */
+async function getMsg(c: Conn, seq: number, direct = false): Promise<StoredMsg | undefined> {
   try {
+    if (direct && c.direct) return (await c.jsm.direct.getMessage(c.stream, { seq })) ?? undefined;
     return (await c.jsm.streams.getMessage(c.stream, { seq })) ?? undefined;
   } catch (e) {
     if (e instanceof JetStreamApiError && e.code === NO_MESSAGE_FOUND) return undefined;
@@ -1129,7 +1136,7 @@ export class Follower {
           continue;
         }
         while (prefetch.length < 8 && next <= this.#streamLast) {
-          const pm = getMsg(this.#c, next++);
+          const pm = getMsg(this.#c, next++, true);
           pm.catch(() => {}); // dropped unread when applying starts over; awaited (and thrown) otherwise
           prefetch.push(pm);
         }

@@ -122,7 +122,7 @@ export async function streamLeader(servers: string[], name: string): Promise<num
   const { jetstreamManager } = await import('@nats-io/jetstream');
   const nc = await connect({ servers });
   try {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(nc, { timeout: 10_000 });
     const si = await jsm.streams.info(name);
     const leader = si.cluster?.leader ?? '';
     const m = /^n(\d+)$/.exec(leader);
@@ -133,16 +133,27 @@ export async function streamLeader(servers: string[], name: string): Promise<num
   }
 }
 
-/** The stream's first and last sequence, and the headers of its last message. */
+/**
+ * The stream's first and last sequence, and the last LSN its last message holds. Asked again for up to 30 s: right
+ * after nodes come back the cluster may still be electing leaders (and a loaded machine answers slowly).
+ */
 export async function streamState(servers: string[], name: string): Promise<{ first: number; last: number; lastLsn: bigint }> {
   const { connect } = await import('@nats-io/transport-node');
   const { jetstreamManager } = await import('@nats-io/jetstream');
-  const nc = await connect({ servers });
+  const nc = await connect({ servers, maxReconnectAttempts: -1 });
+  const until = Date.now() + 30_000;
   try {
-    const jsm = await jetstreamManager(nc);
-    const si = await jsm.streams.info(name);
-    const m = si.state.last_seq > 0 ? await jsm.streams.getMessage(name, { seq: si.state.last_seq }) : undefined;
-    return { first: si.state.first_seq, last: si.state.last_seq, lastLsn: BigInt(m?.header?.get('Gl-Last-Lsn') || '0') };
+    for (;;) {
+      try {
+        const jsm = await jetstreamManager(nc, { timeout: 5000 });
+        const si = await jsm.streams.info(name);
+        const m = si.state.last_seq > 0 ? await jsm.streams.getMessage(name, { seq: si.state.last_seq }) : undefined;
+        return { first: si.state.first_seq, last: si.state.last_seq, lastLsn: BigInt(m?.header?.get('Gl-Last-Lsn') || '0') };
+      } catch (e) {
+        if (Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   } finally {
     await nc.close();
   }
