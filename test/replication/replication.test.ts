@@ -41,7 +41,9 @@ describe.skipIf(!nats.ok)('replication on a 3-node JetStream cluster', () => {
       const stream = streamName('equal');
       // Small checkpoints and messages: the tap meets background checkpoints, and the stream many messages.
       const leader = await Ledger.open(path.join(root, 'leader'), { ...LEDGER, engine: leaderEngine, checkpointEveryBytes: 128 * 1024 });
-      const rep = await replicate(leader, { servers: cluster.servers, stream, maxBatchBytes: 8 * 1024 });
+      // Messages compressed in one variant, as they are in the other (both encodings are applied and checked).
+      const compress = followerEngine === 'native';
+      const rep = await replicate(leader, { servers: cluster.servers, stream, maxBatchBytes: 8 * 1024, compress });
       const f = await follow(path.join(root, 'follower'), { servers: cluster.servers, stream, ledger: { engine: followerEngine } });
       const plan = makePlan({ seed: leaderEngine === followerEngine ? 101 : 202, ops: 4000 });
       let at = 0;
@@ -60,6 +62,9 @@ describe.skipIf(!nats.ok)('replication on a 3-node JetStream cluster', () => {
       // The leader itself did what the model says: the follower holds the model after every operation.
       expect(findPrefix(plan, balances(f, plan.keys), plan.ops.length, plan.ops.length).k).toBe(plan.ops.length);
       expect(rep.stats().batches).toBeGreaterThan(10);
+      const { publishedBytes, loggedBytes } = rep.stats();
+      if (compress) expect(publishedBytes).toBeLessThan(loggedBytes / 2);
+      else expect(publishedBytes).toBe(loggedBytes);
       await f.close();
       await leader.close();
       // Both reopen to the same state (the follower's own log and checkpoints hold what it applied).
@@ -205,6 +210,7 @@ describe.skipIf(!nats.ok)('replication on a 3-node JetStream cluster', () => {
     await expectCode(replicate(leader, { servers: cluster.servers, stream: 'has.dot' }), 'INVALID_OPTIONS');
     await expectCode(replicate(leader, { servers: [], stream: 'x' }), 'INVALID_OPTIONS');
     await expectCode(replicate(leader, { servers: cluster.servers, stream: 'x', maxBatchBytes: 10 }), 'INVALID_OPTIONS');
+    await expectCode(replicate(leader, { servers: cluster.servers, stream: 'x', compress: 'yes' as unknown as boolean }), 'INVALID_OPTIONS');
     await expectCode(follow(path.join(root, 'leader'), { servers: cluster.servers, stream: streamName('opts') }), 'INVALID_OPTIONS');
     leader.mint(key('x'), 1n); // still an ordinary ledger: no tap, no wrapper
     await leader.sync();
