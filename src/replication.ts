@@ -30,6 +30,7 @@ import {
   type JetStreamClient, type JetStreamManager, type StoredMsg,
 } from '@nats-io/jetstream';
 import { Objm, type ObjectStore } from '@nats-io/obj';
+import { Kvm, type KV } from '@nats-io/kv';
 import { Ledger, type LedgerOptions, type LedgerStats, type BackupResult } from './ledger';
 import { LedgerError } from './errors';
 import type { Account } from './account';
@@ -65,6 +66,11 @@ export interface LeaderOptions extends ReplicationOptions {
   keepSnapshots?: number;
   /** Called once if the leader is fenced (another writer appended to the stream). */
   onFenced?: (e: LedgerError) => void;
+  /**
+   * Automatic failover: hold a lease in the KV bucket `<stream>-lease`, renewed every ttlMs / 3 with a
+   * revision-checked update. A leader that loses it (its update refused: a follower took it) turns FENCED at once.
+   */
+  lease?: boolean | { ttlMs?: number };
 }
 
 export interface FollowOptions extends ReplicationOptions {
@@ -78,6 +84,14 @@ export interface FollowOptions extends ReplicationOptions {
   leader?: Omit<LeaderOptions, keyof ReplicationOptions>;
   /** Called if applying stops on an error (CORRUPTION: the stream disagrees with this replica). */
   onError?: (e: Error) => void;
+  /**
+   * Automatic failover: watch the leader's lease (LeaderOptions.lease, same ttlMs); when it has not been renewed
+   * for ttlMs (by this process's clock), take it with a revision-checked update and promote(). Of several
+   * followers one wins the update; the others go on following.
+   */
+  autoPromote?: boolean | { ttlMs?: number };
+  /** Called when autoPromote has promoted this follower (or failed to: the error). */
+  onPromoted?: (rep: Replication | undefined, e?: Error) => void;
 }
 
 export interface Lag {
@@ -259,6 +273,21 @@ async function objects(c: Conn): Promise<ObjectStore> {
   return c.objects;
 }
 
+const LEASE_KEY = 'leader';
+const DEFAULT_LEASE_MS = 3000;
+
+function leaseMs(v: boolean | { ttlMs?: number } | undefined): number | undefined {
+  if (v === undefined || v === false) return undefined;
+  if (v === true) return DEFAULT_LEASE_MS;
+  if (typeof v !== 'object' || v === null) throw new LedgerError('INVALID_OPTIONS', 'lease / autoPromote must be a boolean or { ttlMs }');
+  return intIn('ttlMs', v.ttlMs, 300, 600_000, DEFAULT_LEASE_MS);
+}
+
+async function leaseBucket(c: Conn): Promise<KV> {
+  return retrying(() => new Kvm(jetstream(c.nc, { timeout: c.timeoutMs })).create(`${c.stream}-lease`, { replicas: c.replicas, history: 1 }),
+    c.timeoutMs * 5);
+}
+
 /** JetStream answers that are worth asking again: timeouts, no responders, elections, a reconnecting client. */
 function transient(e: unknown): boolean {
   if (e instanceof LedgerError) return false;
@@ -379,11 +408,12 @@ class Publisher implements Replication {
   #publishedBytes = 0;
   #loggedBytes = 0;
   #snapshotTimer: NodeJS.Timeout | undefined;
+  #leaseTimer: NodeJS.Timeout | undefined;
   #settledWaiters: (() => void)[] = [];
   readonly #originals = new Map<string, unknown>();
 
   constructor(ledger: Ledger, c: Conn, ownsConn: boolean, o: LeaderOptions,
-    ids: { ledgerId: string; term: string; seq: number; lastId: string; lsn: bigint }) {
+    ids: { ledgerId: string; term: string; seq: number; lastId: string; lsn: bigint; lease?: { kv: KV; rev: number; ttlMs: number } }) {
     this.ledger = ledger;
     this.#c = c;
     this.#ownsConn = ownsConn;
@@ -398,6 +428,7 @@ class Publisher implements Replication {
     this.#onFenced = o.onFenced;
     this.#compress = o.compress !== false;
     this.#install();
+    if (ids.lease) this.#holdLease(ids.lease.kv, ids.lease.rev, ids.lease.ttlMs);
     if (o.snapshotEveryMs! > 0) {
       this.#snapshotTimer = setInterval(() => {
         if (!this.#fenced && !this.#closed) this.snapshot().catch(() => {});
@@ -460,6 +491,27 @@ class Publisher implements Replication {
     }
     this.#originals.clear();
     replicated.delete(this.ledger);
+  }
+
+  /** Renews the lease every ttlMs / 3; a refused renewal means a follower took it: fenced. */
+  #holdLease(kv: KV, rev: number, ttlMs: number): void {
+    let busy = false;
+    const renew = async (): Promise<void> => {
+      if (busy || this.#fenced || this.#closed) return;
+      busy = true;
+      try {
+        rev = await kv.update(LEASE_KEY, JSON.stringify({ term: this.#term, at: Date.now() }), rev, this.#c.timeoutMs);
+      } catch (e) {
+        if (e instanceof JetStreamApiError && e.code === WRONG_LAST_SEQUENCE || /wrong last sequence/i.test(String((e as Error)?.message))) {
+          this.#fence(`lease on stream ${this.#c.stream} taken by another node: this leader (term ${this.#term}) steps down`);
+        }
+        // otherwise JetStream did not answer: try again at the next tick (the lease may lapse meanwhile)
+      } finally {
+        busy = false;
+      }
+    };
+    this.#leaseTimer = setInterval(() => void renew(), Math.max(100, Math.floor(ttlMs / 3)));
+    this.#leaseTimer.unref();
   }
 
   stats(): ReplicationStats {
@@ -661,6 +713,7 @@ class Publisher implements Replication {
     }
     for (const w of this.#waiters.splice(0)) w.reject(e);
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
+    if (this.#leaseTimer) clearInterval(this.#leaseTimer);
     this.#onFenced?.(e);
   }
 
@@ -685,6 +738,7 @@ class Publisher implements Replication {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#snapshotTimer) clearInterval(this.#snapshotTimer);
+    if (this.#leaseTimer) clearInterval(this.#leaseTimer);
     // What the ledger wrote goes out, for a bounded time.
     if (!this.#fenced) {
       this.#pump();
@@ -707,7 +761,17 @@ class Publisher implements Replication {
   }
 }
 
+/** A new leader (it has just claimed the stream) takes the lease unconditionally, when it is to hold one. */
+async function takeLease(c: Conn, o: LeaderOptions, term: string): Promise<{ kv: KV; rev: number; ttlMs: number } | undefined> {
+  const ttlMs = leaseMs(o.lease);
+  if (ttlMs === undefined) return undefined;
+  const kv = await leaseBucket(c);
+  const rev = await retrying(() => kv.put(LEASE_KEY, JSON.stringify({ term, at: Date.now() })), c.timeoutMs * 5);
+  return { kv, rev, ttlMs };
+}
+
 function leaderDefaults(o: LeaderOptions): LeaderOptions {
+  leaseMs(o.lease); // checked here
   if (o.compress !== undefined && typeof o.compress !== 'boolean') throw new LedgerError('INVALID_OPTIONS', 'compress must be a boolean');
   return {
     ...o,
@@ -800,7 +864,8 @@ async function startLeader(leader: Ledger, c: Conn, ownsConn: boolean, o: Leader
     const seq = await claim(c, ledgerId, term, lsn, end.last, prev);
     if (seq === undefined) throw new LedgerError('FENCED', `replicate: another writer appended to ${c.stream} meanwhile`);
     writeState(leader.dir, { stream: c.stream, ledgerId, role: 'leader', term });
-    const p = new Publisher(leader, c, ownsConn, o, { ledgerId, term, seq, lastId: `${ledgerId}:${term}:0`, lsn });
+    const lease = await takeLease(c, o, term);
+    const p = new Publisher(leader, c, ownsConn, o, { ledgerId, term, seq, lastId: `${ledgerId}:${term}:0`, lsn, lease });
     if (end.last === 0) await p.snapshot();
     return p;
   } catch (e) {
@@ -1030,6 +1095,8 @@ export class Follower {
   #error: Error | undefined;
   #persistedAt = 0;
   #rep: Publisher | undefined;
+  #leaseWatch: NodeJS.Timeout | undefined;
+  #promoting: Promise<Replication> | undefined;
   /** Set when follow() moved a diverged directory aside (an old leader's operations the stream never got). */
   readonly movedAside: string | undefined;
 
@@ -1123,6 +1190,48 @@ export class Follower {
   /** @internal */
   start(): void {
     this.#loop = this.#run();
+    const ttlMs = leaseMs(this.#o.autoPromote);
+    if (ttlMs !== undefined) this.#watchLease(ttlMs);
+  }
+
+  /**
+   * autoPromote: a lease not renewed for ttlMs (counted on this process's clock from when its revision last
+   * changed) is taken with a revision-checked update, then this follower promotes itself.
+   */
+  #watchLease(ttlMs: number): void {
+    let kv: KV | undefined;
+    let seenRev = -1;
+    let seenAt = 0;
+    let busy = false;
+    const tick = async (): Promise<void> => {
+      if (busy || this.#rep || this.#promoting || this.#error || this.#stopped) return;
+      busy = true;
+      try {
+        kv ??= await leaseBucket(this.#c);
+        const e = await kv.get(LEASE_KEY);
+        if (!e || e.operation !== 'PUT') return; // no leader holds one: nothing to take over
+        if (e.revision !== seenRev) {
+          seenRev = e.revision;
+          seenAt = Date.now();
+          return;
+        }
+        if (Date.now() - seenAt < ttlMs) return;
+        const rev = await kv.update(LEASE_KEY, JSON.stringify({ term: 'promoting', at: Date.now() }), e.revision, this.#c.timeoutMs);
+        clearInterval(this.#leaseWatch);
+        try {
+          const r = await this.#promote({ kv, rev, ttlMs });
+          this.#o.onPromoted?.(r);
+        } catch (err) {
+          this.#o.onPromoted?.(undefined, err as Error);
+        }
+      } catch {
+        // another follower took the lease first, or JetStream did not answer: watch on
+      } finally {
+        busy = false;
+      }
+    };
+    this.#leaseWatch = setInterval(() => void tick(), Math.max(100, Math.floor(ttlMs / 3)));
+    this.#leaseWatch.unref();
   }
 
   async #run(): Promise<void> {
@@ -1291,7 +1400,19 @@ export class Follower {
    * leader's next publish is refused from then on (FENCED).
    */
   async promote(): Promise<Replication> {
-    if (this.#rep) return this.#rep;
+    return this.#promote(undefined);
+  }
+
+  #promote(lease: { kv: KV; rev: number; ttlMs: number } | undefined): Promise<Replication> {
+    if (this.#rep) return Promise.resolve(this.#rep);
+    this.#promoting ??= this.#promoteOnce(lease).finally(() => {
+      this.#promoting = undefined;
+    });
+    return this.#promoting;
+  }
+
+  async #promoteOnce(lease: { kv: KV; rev: number; ttlMs: number } | undefined): Promise<Replication> {
+    if (this.#leaseWatch) clearInterval(this.#leaseWatch);
     if (this.#error) throw this.#error;
     await this.#stop();
     if (this.#error) throw this.#error;
@@ -1317,8 +1438,10 @@ export class Follower {
       }
       await this.#ledger.sync();
       writeState(this.dir, { stream: this.#c.stream, ledgerId: this.#ledgerId, role: 'leader', term });
+      // The lease this follower took (autoPromote), or a fresh one when it is to hold one (leader.lease).
+      const held = lease ?? await takeLease(this.#c, lo, term);
       this.#rep = new Publisher(this.#ledger, this.#c, true, lo, {
-        ledgerId: this.#ledgerId, term, seq, lastId: `${this.#ledgerId}:${term}:0`, lsn: this.#lsn,
+        ledgerId: this.#ledgerId, term, seq, lastId: `${this.#ledgerId}:${term}:0`, lsn: this.#lsn, lease: held,
       });
       return this.#rep;
     }
@@ -1327,6 +1450,8 @@ export class Follower {
 
   /** Stops applying (or publishing, once promoted), makes what was applied durable and closes the ledger. */
   async close(): Promise<void> {
+    if (this.#leaseWatch) clearInterval(this.#leaseWatch);
+    if (this.#promoting) await this.#promoting.catch(() => {});
     if (this.#rep) {
       await this.#ledger.close(); // closes the replication first
       return;

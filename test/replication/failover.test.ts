@@ -86,6 +86,44 @@ describe.skipIf(!nats.ok)('failover on a 3-node JetStream cluster', () => {
       await f.close();
     }, 120_000);
 
+  it('automatic failover: the leader is killed, its lease lapses, a follower takes it and promotes itself; every synced operation is there', async () => {
+    const root = tmpRoot('lease');
+    const stream = streamName('lease');
+    const seed = 9;
+    const ops = 3000;
+    const ttlMs = 1500;
+    const child: Promise<ChildResult> = runChild({
+      script: LEADER_CHILD, killAtAck: 1800, timeoutMs: 90_000,
+      args: ['--dir', path.join(root, 'leader'), '--servers', cluster.servers.join(','), '--stream', stream, '--seed', String(seed),
+        '--ops', String(ops), '--lease-ms', String(ttlMs)],
+    });
+    let promotedAt = 0;
+    let promoteError: Error | undefined;
+    const f = await follow(path.join(root, 'follower'), {
+      servers: cluster.servers, stream, bootstrapTimeoutMs: 60_000, autoPromote: { ttlMs },
+      onPromoted: (_rep, e) => {
+        promotedAt = Date.now();
+        promoteError = e;
+      },
+    });
+    const r = await child;
+    const killedAt = Date.now();
+    expect(r.killed, `child: ${r.stderr}`).toBe(true);
+    // While the leader renewed its lease (several seconds), the follower did not take over.
+    expect(f.replication).toBeUndefined();
+    for (let t = 0; t < 300 && promotedAt === 0; t++) await new Promise((res) => setTimeout(res, 100));
+    expect(promoteError).toBeUndefined();
+    expect(f.replication).toBeDefined();
+    const synced = Math.max(0, ...r.lines.filter((l) => l.startsWith('sync ')).map((l) => Number(l.slice(5))));
+    const plan = makePlan({ seed, ops });
+    const prefix = findPrefix(plan, balances(f, plan.keys), synced, plan.ops.length);
+    expect(prefix.k).toBeGreaterThanOrEqual(synced);
+    f.mint(key('after'), 1n);
+    await f.sync();
+    console.log(`lease ${ttlMs} ms: promoted ${promotedAt - killedAt} ms after the kill, at prefix ${prefix.k} (synced ${synced})`);
+    await f.close();
+  }, 120_000);
+
   it('kill -9 of the JetStream node leading the stream mid-load: every acknowledged operation is in the stream', async () => {
     const root = tmpRoot('nodekill');
     const stream = streamName('nodekill');
