@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Replication on a real 3-node JetStream cluster (nats-server on 127.0.0.1, all on this machine):
 //
-//   node bench/replication.mjs [--accounts 100000] [--seconds 10] [--failovers 3] [--no-write]
+//   node bench/replication.mjs [--accounts 100000] [--seconds 10] [--failovers 3] [--lease-ms 1500] [--no-follower] [--no-write]
 //
 //  1. throughput: a leader process runs transferBatch(1,000 random transfers) + await sync() in a loop for
 //     --seconds, once without replication (local sync only) and once replicated (sync = local + JetStream ack);
@@ -10,7 +10,8 @@
 //     sampled every 50 ms: behindMs and behindRecords, median / p99 / max.
 //  3. failover: --failovers times, a leader process under the same load is killed with SIGKILL; time from the
 //     kill to the first successful write on the promoted follower (promote() returned, transfer() returned), and to
-//     that write's replicated sync() resolving.
+//     that write's replicated sync() resolving; then as many automatic failovers: the leader holds a lease of
+//     --lease-ms, the follower has autoPromote and promotes itself once the lease lapses (detection included).
 // Prints the machine, date and load average, and the results; writes bench/results/replication.json.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -43,7 +44,8 @@ async function leader() {
   const servers = arg('servers');
   const seconds = Number(arg('seconds', 10));
   const ledger = await Ledger.open(dir, { shards: 16, accountsPerShard: Math.max(1024, Math.ceil(ACCOUNTS / 16)) });
-  if (servers) await replicate(ledger, { servers: servers.split(','), stream: arg('stream') });
+  const lease = arg('lease-ms');
+  if (servers) await replicate(ledger, { servers: servers.split(','), stream: arg('stream'), lease: lease ? { ttlMs: Number(lease) } : undefined });
   const mint = Buffer.alloc(10_000 * 40);
   for (let i = 0; i < ACCOUNTS; i += 10_000) {
     const n = Math.min(10_000, ACCOUNTS - i);
@@ -193,6 +195,36 @@ async function driver() {
       const r = { promoteMs: Math.round(promoted - killed), firstWriteMs: Math.round(wrote - killed), firstSyncedWriteMs: Math.round(acked - killed) };
       results.failover.push(r);
       console.log(`failover ${i + 1}: kill -9 -> promoted ${r.promoteMs} ms, first write ${r.firstWriteMs} ms, its sync() ${r.firstSyncedWriteMs} ms`);
+      await f.close();
+    }
+    // 3b. automatic failover (lease)
+    const leaseMs = Number(arg('lease-ms', 1500));
+    results.autoFailover = [];
+    for (let i = 0; i < failovers; i++) {
+      const stream = `bench-auto-${i}`;
+      const l = runLeader(['--dir', path.join(root, `af${i}`), '--seconds', '600', '--servers', cluster.servers.join(','), '--stream', stream,
+        '--lease-ms', String(leaseMs)]);
+      let promoted = 0;
+      const f = await follow(path.join(root, `af${i}-f`), {
+        servers: cluster.servers, stream, bootstrapTimeoutMs: 120_000, autoPromote: { ttlMs: leaseMs },
+        onPromoted: () => {
+          promoted = performance.now();
+        },
+      });
+      await l.until((x) => x === 'ready');
+      await l.until((x) => x === 'synced 20000');
+      const killed = performance.now();
+      l.p.kill('SIGKILL');
+      await l.exit;
+      while (promoted === 0) await new Promise((r) => setTimeout(r, 5));
+      f.transfer(key(0), key(1), 1n);
+      const wrote = performance.now();
+      await f.sync();
+      const acked = performance.now();
+      const r = { leaseMs, promoteMs: Math.round(promoted - killed), firstWriteMs: Math.round(wrote - killed), firstSyncedWriteMs: Math.round(acked - killed) };
+      results.autoFailover.push(r);
+      console.log(`automatic failover ${i + 1} (lease ${leaseMs} ms): kill -9 -> promoted ${r.promoteMs} ms, first write ${r.firstWriteMs} ms, ` +
+        `its sync() ${r.firstSyncedWriteMs} ms`);
       await f.close();
     }
   } finally {
