@@ -1325,6 +1325,7 @@ export class Follower {
     const txns = decodeTxns(p, where);
     let i = 0;
     while (i < txns.length && txns[i].lsn <= this.#lsn) i++;
+    if (i > 0) this.#checkApplied(p, txns.slice(0, i), where);
     while (i < txns.length) {
       if (txns[i].lsn !== this.#lsn + 1n) {
         throw new LedgerError('CORRUPTION', `${where}: LSN ${txns[i].lsn} follows LSN ${this.#lsn} of this replica`);
@@ -1337,6 +1338,28 @@ export class Follower {
     }
     this.#seq = m.seq;
     this.#lastId = hdr(m, MSG_ID);
+  }
+
+  /**
+   * Transactions this replica holds already (applied before a restart, then skipped): each of their accounts must be
+   * here, changed by that LSN or a later one, and where that LSN is the last that changed it, equal to the leader's
+   * image byte for byte. A replica written behind replication's back (an LSN of its own) fails this: CORRUPTION.
+   */
+  #checkApplied(p: Buffer, txns: Txn[], where: string): void {
+    const at = txns.flatMap((t) => t.at);
+    const keys = Buffer.allocUnsafe(at.length * 32);
+    at.forEach((r, k) => p.copy(keys, k * 32, r + Wal.ACCOUNT, r + Wal.ACCOUNT + 32));
+    const images = this.#ledger.getBatch(keys);
+    at.forEach((r, k) => {
+      const img = Buffer.from(images.buffer, images.byteOffset + k * 128, 128);
+      const lsn = p.readBigUInt64LE(r + Wal.LSN);
+      const local = img.readBigUInt64LE(40); // the account's last change here (0: no such account)
+      const same = local > lsn || (local === lsn && img.equals(p.subarray(r + Wal.ACCOUNT, r + Wal.ACCOUNT + 128)));
+      if (!same) {
+        throw new LedgerError('CORRUPTION', `${where}: account ${p.toString('hex', r + Wal.ACCOUNT, r + Wal.ACCOUNT + 32)} at LSN ` +
+          `${lsn} is not the leader's on this replica (last changed here at LSN ${local}): it has diverged`);
+      }
+    });
   }
 
   #applyRun(p: Buffer, run: Txn[], where: string): void {

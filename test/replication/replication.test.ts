@@ -204,6 +204,33 @@ describe.skipIf(!nats.ok)('replication on a 3-node JetStream cluster', () => {
     await leader.close();
   });
 
+  it('a replica that has diverged from the log stops with CORRUPTION instead of serving it', async () => {
+    const root = tmpRoot('diverge');
+    const stream = streamName('diverge');
+    const leader = await Ledger.open(path.join(root, 'leader'), LEDGER);
+    await replicate(leader, { servers: cluster.servers, stream });
+    leader.mint(key('d1'), 10n);
+    await leader.sync();
+    const fdir = path.join(root, 'f');
+    const f = await follow(fdir, { servers: cluster.servers, stream });
+    await f.caughtUp();
+    await f.close();
+    // Someone writes to the replica's directory behind replication's back: an operation the log does not have.
+    const tampered = await Ledger.open(fdir);
+    tampered.mint(key('d2'), 1n);
+    await tampered.close();
+    leader.mint(key('d3'), 5n);
+    await leader.sync();
+    let stopped: Error | undefined;
+    const g = await follow(fdir, { servers: cluster.servers, stream, onError: (e) => (stopped = e) });
+    for (let t = 0; t < 100 && !stopped; t++) await new Promise((r) => setTimeout(r, 50));
+    expect((stopped as LedgerError)?.code).toBe('CORRUPTION');
+    expect(g.error).toBe(stopped);
+    expect(g.balance(key('d3'))).toBe(0n); // the leader's next operation was not applied over the divergence
+    await g.close();
+    await leader.close();
+  });
+
   it('bad options are INVALID_OPTIONS and open nothing', async () => {
     const root = tmpRoot('opts');
     const leader = await Ledger.open(path.join(root, 'leader'), LEDGER);
