@@ -1117,14 +1117,19 @@ export class Follower {
     return this.#ledger;
   }
 
+  /** Reads: a replica that found it has diverged (CORRUPTION) serves nothing more: damage is reported, never served. */
+  #reader(): Ledger {
+    if (this.#error instanceof LedgerError && this.#error.code === 'CORRUPTION') throw this.#error;
+    return this.#ledger;
+  }
   get(pubkey: Pubkey): Account | undefined {
-    return this.#ledger.get(pubkey);
+    return this.#reader().get(pubkey);
   }
   balance(pubkey: Pubkey): bigint {
-    return this.#ledger.balance(pubkey);
+    return this.#reader().balance(pubkey);
   }
   getBatch(pubkeys: Uint8Array, out?: Uint8Array): Uint8Array {
-    return this.#ledger.getBatch(pubkeys, out);
+    return this.#reader().getBatch(pubkeys, out);
   }
   stats(): LedgerStats {
     return this.#ledger.stats();
