@@ -159,6 +159,8 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
                            InstanceMethod<&LedgerCore::Counters>("counters"),
                            InstanceMethod<&LedgerCore::PauseCheckpoints>("pauseCheckpoints"),
                            InstanceMethod<&LedgerCore::LogEnds>("logEnds"),
+                           InstanceMethod<&LedgerCore::SetTap>("setTap"),
+                           InstanceMethod<&LedgerCore::DrainTap>("drainTap"),
                        });
   }
 
@@ -360,11 +362,23 @@ class LedgerCore : public Napi::ObjectWrap<LedgerCore> {
     C(info).PauseCheckpoints(info[0].ToBoolean().Value());
     return info.Env().Undefined();
   }
+  // Replication's record tap (Core::SetTap): drainTap returns the records since the last call, whole, in a Buffer.
+  Napi::Value SetTap(const Napi::CallbackInfo& info) {
+    C(info).SetTap(info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value DrainTap(const Napi::CallbackInfo& info) {
+    C(info).DrainTap(&tap_out_);
+    auto buf = Napi::Buffer<uint8_t>::Copy(info.Env(), tap_out_.data(), tap_out_.size());
+    tap_out_.clear();
+    return buf;
+  }
   static gl::CheckpointTrigger Trigger(const Napi::Value& v) {
     return static_cast<gl::CheckpointTrigger>(v.As<Napi::Number>().Uint32Value());
   }
 
   std::shared_ptr<Core> core_;
+  std::vector<uint8_t> tap_out_;  // DrainTap's swap space: the core keeps appending to a buffer it reuses
 };
 
 Napi::Value SetErrorFactory(const Napi::CallbackInfo& info) {

@@ -288,6 +288,10 @@ void Core::AppendWal(Shard& s, uint32_t type, uint32_t slot, uint64_t lsn, uint3
   std::memcpy(r->supply, supply, sizeof supply);
   std::memset(r->reserved, 0, sizeof r->reserved);
   SealWal(r);
+  if (tap_on_ && type != kWalImage) {
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(r);
+    tap_.insert(tap_.end(), b, b + kWalRecordSize);
+  }
   log.staged_lsn = lsn;
   handover_bytes_ += kWalRecordSize;
   staged_bytes_ += kWalRecordSize;

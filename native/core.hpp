@@ -101,6 +101,16 @@ class Core {
   // generation's file (header included): a backup copies this much.
   std::vector<uint64_t> LogEnds() const;
   size_t shard_count() const { return shards_.size(); }
+  // Replication's record tap (src/replication.ts): while on, every MINT, DEBIT and CREDIT record the log gets is
+  // also appended here, in LSN order; DrainTap hands them over and empties it. JS thread only.
+  void SetTap(bool on) {
+    tap_on_ = on;
+    if (!on) std::vector<uint8_t>().swap(tap_);
+  }
+  void DrainTap(std::vector<uint8_t>* out) {
+    out->swap(tap_);
+    tap_.clear();
+  }
 
  private:
   Status Count(CountedOp op, Status st) {
@@ -167,6 +177,8 @@ class Core {
   u128 supply_ = 0;                 // total minted up to lsn_
   uint64_t op_counts_[kCountedOps * kStatusSlots] = {};
   uint64_t corruptions_ = 0;        // damaged account records met by operations
+  bool tap_on_ = false;             // SetTap
+  std::vector<uint8_t> tap_;        // whole records not drained yet
 
   std::atomic<uint64_t> applied_lsn_{0};
   std::mutex close_mu_;  // SyncTo against Close

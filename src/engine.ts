@@ -100,6 +100,12 @@ export interface EngineCore {
    * (header included). Between calls nothing is staged, so this is the log up to the current LSN.
    */
   logEnds(): number[];
+  /**
+   * Replication's record tap (src/replication.ts): while on, a copy of every MINT, DEBIT and CREDIT record the
+   * log gets is kept, in LSN order, until drainTap() hands them over (whole 224-byte records) and empties it.
+   */
+  setTap(on: boolean): void;
+  drainTap(): Uint8Array;
   /** Counter.SLOTS values (src/counters.ts): a fresh snapshot, read on scrape. */
   counters(): Float64Array;
   /**

@@ -32,7 +32,9 @@ export type LedgerErrorCode =
   | 'CLOSED'
   | 'LOCKED'
   | 'CORRUPTION'
-  | 'IO_ERROR';
+  | 'IO_ERROR'
+  | 'FENCED'
+  | 'READ_ONLY';
 
 export class LedgerError extends Error {
   readonly code: LedgerErrorCode;
@@ -61,6 +63,8 @@ const defaultMessages: Partial<Record<LedgerErrorCode, string>> = {
   CAPACITY_EXCEEDED: 'the shard holding this account is full',
   CLOSED: 'ledger is closed',
   IO_ERROR: 'ledger is read-only after an I/O failure',
+  FENCED: 'another writer appends to the replication stream: this ledger is read-only',
+  READ_ONLY: 'a follower applies the replication stream: it takes no writes until promoted',
 };
 
 /** The LedgerError for a non-zero status byte; `detail` says more when the core knows more. */

@@ -507,6 +507,21 @@ export class Ledger {
     return this.#closing;
   }
 
+  /**
+   * Replication's record tap (src/replication.ts, docs/replication.md): while on, the engine keeps a copy of every
+   * MINT, DEBIT and CREDIT log record it writes, in LSN order, until drainTap() returns them (whole 224-byte
+   * records, docs/formats.md) and empties it. Not for applications: replicate() turns it on.
+   */
+  setTap(on: boolean): void {
+    const core = this.#live();
+    if (on && !this.#wal) throw new LedgerError('INVALID_OPTIONS', 'replication needs the log: this ledger was opened with wal: false');
+    core.setTap(on);
+  }
+
+  drainTap(): Uint8Array {
+    return this.#live().drainTap();
+  }
+
   stats(): LedgerStats {
     const s = this.#live().stats();
     const shards = s.shards.map((x) => ({ ...x, loadFactor: x.accounts / x.capacity }));

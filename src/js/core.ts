@@ -547,6 +547,34 @@ export class JsCore implements EngineCore {
     }
     this.handoverBytes += 224;
     this.counts[Counter.WAL_WRITTEN_BYTES] += 224;
+    if (this.tap !== undefined && type !== WalType.IMAGE) this.tapRecord(s.stage!, s.staged - 224);
+  }
+
+  /** Replication's record tap (src/replication.ts; native: Core::SetTap): a copy of each MINT/DEBIT/CREDIT record. */
+  private tap: Buffer | undefined;
+  private tapped = 0;
+
+  private tapRecord(from: Buffer, at: number): void {
+    let tap = this.tap!;
+    if (this.tapped + 224 > tap.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(tap.length * 2, 224 * 1024));
+      tap.copy(bigger, 0, 0, this.tapped);
+      tap = this.tap = bigger;
+    }
+    from.copy(tap, this.tapped, at, at + 224);
+    this.tapped += 224;
+  }
+
+  setTap(on: boolean): void {
+    this.tap = on ? Buffer.allocUnsafe(224 * 1024) : undefined;
+    this.tapped = 0;
+  }
+
+  drainTap(): Buffer {
+    if (this.tap === undefined) return Buffer.alloc(0);
+    const out = Buffer.from(this.tap.subarray(0, this.tapped));
+    this.tapped = 0;
+    return out;
   }
 
   /** After every operation or batch: its records into the kernel, then a group fsync if one is due. */
