@@ -22,6 +22,8 @@ constexpr uint64_t kWalChunk = 4ull << 20;
 constexpr uint64_t kWalFirstChunk = 256ull << 10;
 // Flushes up to this size are stored through the mapping (log_writer.hpp).
 constexpr size_t kMappedFlushMax = 4096;
+// The system's page: what madvise counts in (not always kPageSize, the files' unit).
+const uint64_t kSystemPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 
 }  // namespace
 
@@ -110,7 +112,7 @@ int LogWriter::Flush() {
     // Pages the records enter for the first time are faulted in writable
     // first: a read error is then an error code here (and this flush, and
     // every later one, a pwrite that reports it), never a SIGBUS at the store.
-    uint64_t first = (pos + kPageSize - 1) / kPageSize * kPageSize, end = pos + n;
+    uint64_t first = (pos + kSystemPage - 1) / kSystemPage * kSystemPage, end = pos + n;
     bool ready = true;
 #ifdef MADV_POPULATE_WRITE
     if (first < end && ::madvise(map_ + first, end - first, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
