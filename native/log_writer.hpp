@@ -7,11 +7,12 @@
 // stored into a MAP_SHARED mapping of the file instead of pwritten: a store into
 // a shared file page is in the page cache at once, so it survives kill -9 as a
 // pwrite would, without a syscall per call (one madvise per page the log enters,
-// about every 18 records). Only the allocated part of the file is mapped
-// (Reserve allocates blocks before it maps them: no SIGBUS on a hole or a full
-// disk), and each page is faulted in writable (MADV_POPULATE_WRITE) before the
-// first store into it, so that a read error is an error code rather than a
-// SIGBUS. Larger flushes (batches) pwrite: a page fault per fresh page costs
+// about every 18 records). Only the part of the file Reserve extended is mapped
+// (blocks allocated first), and each page is faulted in writable
+// (MADV_POPULATE_WRITE) before the first store into it, so that a read error,
+// or a hole that cannot get a block (a log the JS engine grew sparse, on a full
+// disk), is an error code rather than a SIGBUS at the store; the flush then
+// pwrites, which reports it. Larger flushes (batches) pwrite: a page fault per fresh page costs
 // them more than the copy (docs/durability.md). Without a mapping (mmap
 // refused, or a failed fault-in) every flush pwrites.
 //
