@@ -12,9 +12,9 @@
 // (MADV_POPULATE_WRITE) before the first store into it, so that a read error,
 // or a hole that cannot get a block (a log the JS engine grew sparse, on a full
 // disk), is an error code rather than a SIGBUS at the store; the flush then
-// pwrites, which reports it. Larger flushes (batches) pwrite: a page fault per fresh page costs
-// them more than the copy (docs/durability.md). Without a mapping (mmap
-// refused, or a failed fault-in) every flush pwrites.
+// pwrites, which reports it. Larger flushes (batches) pwrite: a page fault
+// per fresh page costs them more than the copy (docs/durability.md). Without a
+// mapping (mmap refused, or a failed fault-in) every flush pwrites.
 //
 // Threads: the JS thread stages, flushes and reserves. The syncer reads fd()
 // and last_lsn. While a background checkpoint runs, the file of the old
