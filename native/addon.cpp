@@ -32,17 +32,15 @@ Napi::Error MakeError(Napi::Env env, gl::Status code, const std::string& message
 const napi_type_tag kCoreTag = {0x6c65646765722d63ull, 0x6f72652d7461672eull};
 
 // Every byte argument was checked to be a Uint8Array in TypeScript. One
-// napi_get_typedarray_info call gives both pointer and length.
-const uint8_t* Bytes(const Napi::Value& v, size_t* len) {
-  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  *len = a.ElementLength();
-  return a.Data();
-}
+// napi_get_typedarray_info call gives both pointer and length (As<Uint8Array>()
+// makes two: its base class asks for the type and length first).
 uint8_t* MutBytes(const Napi::Value& v, size_t* len) {
-  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  *len = a.ElementLength();
-  return a.Data();
+  void* data = nullptr;
+  if (napi_get_typedarray_info(v.Env(), v, nullptr, len, &data, nullptr, nullptr) != napi_ok)
+    throw Napi::TypeError::New(v.Env(), "expected a Uint8Array");
+  return static_cast<uint8_t*>(data);
 }
+const uint8_t* Bytes(const Napi::Value& v, size_t* len) { return MutBytes(v, len); }
 uint64_t Amount(const Napi::Value& v) {
   if (v.IsBigInt()) {
     bool lossless;

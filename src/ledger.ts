@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { decodeAccount, type Account } from './account';
+import { decodeWith, type Account } from './account';
 import { checkAmount } from './amount';
 import { BatchStatus, LedgerError, errorFor } from './errors';
 import type { Engine, EngineCore, EngineOptions, EngineStats } from './engine';
@@ -390,7 +390,7 @@ export class Ledger {
   get(pubkey: Pubkey): Account | undefined {
     const core = this.#live();
     const st = core.get(keyBytes(pubkey), this.#scratch);
-    if (st === BatchStatus.OK) return decodeAccount(this.#scratch);
+    if (st === BatchStatus.OK) return decodeWith(this.#scratch, this.#scratchView);
     if (st === BatchStatus.ACCOUNT_NOT_FOUND) return undefined;
     this.#fail(core, st);
   }
