@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "crc32c.hpp"
@@ -20,10 +19,6 @@ namespace {
 // engines give a log the same size.
 constexpr uint64_t kWalChunk = 4ull << 20;
 constexpr uint64_t kWalFirstChunk = 256ull << 10;
-// Flushes up to this size are stored through the mapping (log_writer.hpp).
-constexpr size_t kMappedFlushMax = 4096;
-// The system's page: what madvise counts in (not always kPageSize, the files' unit).
-const uint64_t kSystemPage = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 
 }  // namespace
 
@@ -56,31 +51,7 @@ LogWriter::LogWriter(const std::string& dir, uint32_t shard, uint32_t generation
 }
 
 LogWriter::~LogWriter() {
-  Unmap();
   if (fd_ >= 0) ::close(fd_);
-}
-
-void LogWriter::Unmap() {
-  if (map_) ::munmap(map_, mapped_);
-  map_ = nullptr;
-  mapped_ = 0;
-}
-
-// Maps the file's first `bytes` (allocated already). Nothing is faulted in
-// here: reading a whole chunk of a reused log at once would hold up the call
-// that crosses into it (Flush faults in one page at a time). Any failure only
-// means no stores through the mapping.
-void LogWriter::MapTo(uint64_t bytes) {
-  if (map_refused_ || bytes <= mapped_) return;
-  void* p = map_ ? ::mremap(map_, mapped_, bytes, MREMAP_MAYMOVE)
-                 : ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-  if (p == MAP_FAILED) {
-    Unmap();
-    map_refused_ = true;
-    return;
-  }
-  map_ = static_cast<uint8_t*>(p);
-  mapped_ = bytes;
 }
 
 void LogWriter::Reserve(uint32_t n) {
@@ -93,7 +64,6 @@ void LogWriter::Reserve(uint32_t n) {
     Allocate(fd_, target, name_);  // no-op where the file is that long
     bound_ = target;
   }
-  if (bound_ > mapped_) MapTo(bound_);
 }
 
 WalRecord* LogWriter::Next() {
@@ -107,27 +77,6 @@ int LogWriter::Flush() {
   const uint8_t* p = stage_.data();
   size_t n = staged_;
   uint64_t pos = pos_.load(std::memory_order_relaxed);
-  if (n <= kMappedFlushMax && pos + n <= mapped_) {
-    // Into the page cache through the shared mapping (Reserve mapped this far).
-    // Pages the records enter for the first time are faulted in writable
-    // first: a read error is then an error code here (and this flush, and
-    // every later one, a pwrite that reports it), never a SIGBUS at the store.
-    uint64_t first = (pos + kSystemPage - 1) / kSystemPage * kSystemPage, end = pos + n;
-    bool ready = true;
-#ifdef MADV_POPULATE_WRITE
-    if (first < end && ::madvise(map_ + first, end - first, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
-      Unmap();
-      map_refused_ = true;
-      ready = false;
-    }
-#endif
-    if (ready) {
-      std::memcpy(map_ + pos, p, n);
-      pos_.store(pos + n, std::memory_order_relaxed);
-      staged_ = 0;
-      return 0;
-    }
-  }
   uint64_t off = pos;
   while (n > 0) {
     ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(off));
@@ -152,7 +101,6 @@ void LogWriter::ResetTo(uint64_t epoch, uint64_t timestamp, bool truncate) {
   // A log that grew far past what its epoch used is cut back.
   uint64_t used = pos_.load(std::memory_order_relaxed);
   if (truncate || FileSize(fd_) > 4 * used + kWalChunk) {
-    Unmap();  // pages past the end of a file are a SIGBUS
     Resize(fd_, 0, name_);
     bound_ = 0;
   }

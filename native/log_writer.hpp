@@ -3,18 +3,12 @@
 // on they are in the kernel's page cache and survive kill -9. The syncer
 // fdatasyncs the file; the checkpoint resets it to a HEADER of a new epoch.
 //
-// A flush of at most a page of records (a one-by-one mint or transfer) is
-// stored into a MAP_SHARED mapping of the file instead of pwritten: a store into
-// a shared file page is in the page cache at once, so it survives kill -9 as a
-// pwrite would, without a syscall per call (one madvise per page the log enters,
-// about every 18 records). Only the part of the file Reserve extended is mapped
-// (blocks allocated first), and each page is faulted in writable
-// (MADV_POPULATE_WRITE) before the first store into it, so that a read error,
-// or a hole that cannot get a block (a log the JS engine grew sparse, on a full
-// disk), is an error code rather than a SIGBUS at the store; the flush then
-// pwrites, which reports it. Larger flushes (batches) pwrite: a page fault
-// per fresh page costs them more than the copy (docs/durability.md). Without a
-// mapping (mmap refused, or a failed fault-in) every flush pwrites.
+// Tried and removed: storing one-by-one flushes through a MAP_SHARED mapping
+// of the file instead of a pwrite. It cut the CPU of a one-by-one mint by 30%
+// at 1M accounts with no checkpoint running. At 10M accounts under background
+// checkpoints it made group fsync rounds over 25 ms 6-40x more frequent,
+// one-by-one transfers 15-20% slower, and let single calls wait 160-270 ms
+// (bench/results/latency-mapped-log-vs-pwrite.json, bench/notes.md).
 //
 // Threads: the JS thread stages, flushes and reserves. The syncer reads fd()
 // and last_lsn. While a background checkpoint runs, the file of the old
@@ -79,12 +73,6 @@ class LogWriter {
   uint64_t bound_ = 0;            // the file is allocated at least this far (chunk boundaries from 0)
   std::vector<uint8_t> stage_;
   size_t staged_ = 0;
-  // The MAP_SHARED mapping of [0, mapped_) (allocated blocks only); null: none.
-  uint8_t* map_ = nullptr;
-  uint64_t mapped_ = 0;
-  bool map_refused_ = false;  // mmap failed once: stage and pwrite from then on
-  void MapTo(uint64_t bytes);
-  void Unmap();
 };
 
 }  // namespace gl
