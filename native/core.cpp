@@ -534,9 +534,10 @@ void Core::WriteImageJournal() {
 
 // Steps 2-4 of both checkpoints: data pages, index pages, the commit.
 void Core::WriteBackAndCommit(const Manifest& next, const DurableWait& wait) {
-  for (auto& s : shards_) s->WriteBackData(wait);
+  WriteBackBuffer buf;
+  for (auto& s : shards_) s->WriteBackData(wait, buf);
   CrashPoint("checkpoint:after-data-sync");
-  for (auto& s : shards_) s->WriteIndex(next, wait);
+  for (auto& s : shards_) s->WriteIndex(next, wait, buf);
   CrashPoint("checkpoint:after-index");
   Commit(next);
   CrashPoint("checkpoint:after-manifest");

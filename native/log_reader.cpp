@@ -48,17 +48,20 @@ LogScan LogReader::Scan(uint64_t epoch, uint32_t shard, uint64_t checkpoint_lsn,
   // of this reused file) or damage. Everything after it is cut; the intact
   // records of this epoch there still tell how far the log was durable.
   bool first = true;
+  // (A reused file can hold megabytes of an earlier epoch's records here:
+  // each is checksummed once.)
   for (uint64_t o = off; o < full; o += kWalRecordSize) {
     const WalRecord* r = At(o);
     bool clean = false;
-    if (ours(r) && r->type != kWalHeader) {
+    const bool whole = intact(r);
+    if (whole && r->epoch == epoch && r->shard == shard && r->type != kWalHeader) {
       out.dropped_bytes += kWalRecordSize;
       if (r->durable_lsn > out.durable_lsn) out.durable_lsn = r->durable_lsn, out.durable_at = o;
-    } else if (AllZero(reinterpret_cast<const uint8_t*>(r), kWalRecordSize)) {
+    } else if (!whole && AllZero(reinterpret_cast<const uint8_t*>(r), kWalRecordSize)) {
       clean = true;
-    } else if (intact(r) && r->epoch < epoch) {
+    } else if (whole && r->epoch < epoch) {
       clean = true;
-    } else if (!(o == 0 && intact(r))) {
+    } else if (!(o == 0 && whole)) {
       // (record 0 that is an intact record of another epoch or shard: a file
       // not yet stamped for this epoch, no damage)
       out.dropped_bytes += kWalRecordSize;

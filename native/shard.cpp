@@ -566,8 +566,8 @@ uint32_t Shard::ImageSlots() {
 // holds a change that the log could lose.
 void Shard::WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t page_count, uint64_t file_offset,
                        uint64_t file_bytes, const std::string& name, const DurableWait& wait,
-                       uint32_t* page_crcs) {
-  std::vector<uint8_t> buf(kWriteBackPages * kPageSize);
+                       uint32_t* page_crcs, WriteBackBuffer& chunk) {
+  uint8_t* buf = nullptr;  // the chunk, taken at the first page (a file with none captured takes nothing)
   std::vector<size_t> at;
   at.reserve(kWriteBackPages);
   auto write = [&] {
@@ -579,7 +579,7 @@ void Shard::WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t 
       while (j < at.size() && at[j] == at[j - 1] + 1) j++;
       uint64_t off = uint64_t(at[i]) * kPageSize;
       uint64_t len = std::min<uint64_t>(uint64_t(j - i) * kPageSize, file_bytes - off);
-      WriteAt(fd, buf.data() + i * kPageSize, len, file_offset + off, name);
+      WriteAt(fd, buf + i * kPageSize, len, file_offset + off, name);
       i = j;
     }
     // Stream the write-back a chunk at a time instead of leaving a whole
@@ -598,7 +598,8 @@ void Shard::WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t 
     at.clear();
   };
   pages.ForEach(page_count, [&](size_t p) {
-    uint8_t* copy = buf.data() + at.size() * kPageSize;
+    if (buf == nullptr) buf = chunk.get();
+    uint8_t* copy = buf + at.size() * kPageSize;
     uint64_t off = uint64_t(p) * kPageSize;
     std::memcpy(copy, base + off, std::min<uint64_t>(kPageSize, file_bytes - off));
     if (page_crcs) page_crcs[p] = Crc32c(copy, kPageSize);
@@ -608,14 +609,19 @@ void Shard::WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t 
   write();
 }
 
-void Shard::WriteBackData(const DurableWait& wait) {
+uint8_t* WriteBackBuffer::get() {
+  if (!bytes_) bytes_.reset(new uint8_t[kWriteBackPages * kPageSize]);  // default-initialised: not zeroed
+  return bytes_.get();
+}
+
+void Shard::WriteBackData(const DurableWait& wait, WriteBackBuffer& buf) {
   std::string name = FileName("shard", number_, "bin");
-  WritePages(data_fd_, data_, ckpt_data_, ckpt_data_pages_, 0, ckpt_data_bytes_, name, wait, nullptr);
+  WritePages(data_fd_, data_, ckpt_data_, ckpt_data_pages_, 0, ckpt_data_bytes_, name, wait, nullptr, buf);
   CrashPoint("checkpoint:after-data-write");
   DataSyncOrThrow(data_fd_, name);
 }
 
-void Shard::WriteIndex(const Manifest& next, const DurableWait& wait) {
+void Shard::WriteIndex(const Manifest& next, const DurableWait& wait, WriteBackBuffer& buf) {
   std::string name = FileName("index", number_, "bin");
   IndexHeader h{};
   if (ckpt_entries_ == nullptr) {
@@ -637,7 +643,7 @@ void Shard::WriteIndex(const Manifest& next, const DurableWait& wait) {
   }
   uint64_t entries_off = kPageSize + IndexTableBytes(pages);
   WritePages(index_fd_, reinterpret_cast<const uint8_t*>(ckpt_entries_), ckpt_index_, pages, entries_off,
-             uint64_t(pages) * kPageSize, name, wait, file_crcs_.data());
+             uint64_t(pages) * kPageSize, name, wait, file_crcs_.data(), buf);
   // An index rebuilt since the hand-over (a damaged page found meanwhile) may
   // have been copied half cleared: its header stays invalid, so the next open
   // rebuilds it; the next checkpoint writes it whole.

@@ -67,6 +67,19 @@ class Bitmap {
 // checkpoint's write-ahead rule for pages it has just copied).
 using DurableWait = std::function<void()>;
 
+// The pages a checkpoint copies before writing them (Shard::WritePages), one
+// chunk at a time. One buffer serves every file of one checkpoint and lives as
+// long as that checkpoint; it is allocated at its first use and never
+// zero-filled (a page is copied in before it is written out), so a checkpoint
+// touches its memory once instead of zeroing a fresh chunk per file.
+class WriteBackBuffer {
+ public:
+  uint8_t* get();
+
+ private:
+  std::unique_ptr<uint8_t[]> bytes_;
+};
+
 class Shard {
  public:
   Shard(const std::string& dir, uint32_t shard, const Manifest& m);
@@ -138,9 +151,10 @@ class Shard {
   void Capture();
   // Writes the captured account pages back and fdatasyncs the file. `wait`
   // enforces the write-ahead rule for pages changed after the hand-over.
-  void WriteBackData(const DurableWait& wait);
+  // `buf` is the checkpoint's copy buffer (WriteBackBuffer).
+  void WriteBackData(const DurableWait& wait, WriteBackBuffer& buf);
   // Captured index pages, the page-CRC table and a header naming `next`.
-  void WriteIndex(const Manifest& next, const DurableWait& wait);
+  void WriteIndex(const Manifest& next, const DurableWait& wait, WriteBackBuffer& buf);
   uint32_t ImageSlots();  // non-empty slots in captured pages (wal:false journal size)
   template <typename F> void ForEachCapturedSlot(F f) {
     ckpt_data_.ForEach(ckpt_data_pages_, [&](size_t page) {
@@ -181,7 +195,7 @@ class Shard {
   void GrowFor(uint32_t slot);
   void WritePages(int fd, const uint8_t* base, const Bitmap& pages, size_t page_count, uint64_t file_offset,
                   uint64_t file_bytes, const std::string& name, const DurableWait& wait,
-                  uint32_t* page_crcs);
+                  uint32_t* page_crcs, WriteBackBuffer& buf);
 
   std::string dir_;
   uint32_t number_;
