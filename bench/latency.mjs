@@ -136,6 +136,9 @@ async function child() {
       let maxWalBytes = 0;
       let ops = 0;
       const usage0 = process.resourceUsage();
+      // Group fsync rounds during the measurement (builds with counters(): the ledger's own histogram).
+      const fsyncRounds = () => (typeof ledger.counters === 'function' ? ledger.counters().fsyncDuration : undefined);
+      const fsync0 = fsyncRounds();
       const start = process.hrtime.bigint();
       const end = start + BigInt(Math.round(seconds * 1e9));
       const at = (ns) => +(Number(ns - start) / 1e6).toFixed(1);
@@ -194,6 +197,7 @@ async function child() {
         await yieldTurn();
       }
       const elapsedNs = process.hrtime.bigint() - start;
+      const fsync1 = fsyncRounds();
       const schedEnd = sched?.();
       eld.disable();
       const usage = process.resourceUsage();
@@ -224,6 +228,13 @@ async function child() {
         turnOwnMs: histMs(turnsOwn),
         // share of the measured time the JS thread was runnable but had no CPU (other processes, our own threads)
         cpuWaitShare: schedEnd ? ms(Number(schedEnd.waitNs - schedStart.waitNs) / Number(elapsedNs)) : null,
+        // rounds by duration: counts[i] took at most boundsMs[i] (the last: longer than every bound)
+        fsyncRounds: fsync0 && fsync1 ? {
+          count: fsync1.count - fsync0.count,
+          boundsMs: fsync1.bounds.map((b) => b * 1000),
+          counts: fsync1.counts.map((c, i) => c - fsync0.counts[i]),
+          over25ms: fsync1.counts.reduce((s, c, i) => s + (fsync1.bounds[i - 1] >= 0.025 ? c - fsync0.counts[i] : 0), 0),
+        } : null,
         worstBlockMs: ms(Math.max(Number(calls.max) / 1e6, Number(eld.max) / 1e6, Number(gaps.max) / 1e6, ...explicitCalls)),
         explicitCheckpoints: {
           count: explicit.length,
@@ -310,7 +321,7 @@ function variantLabel(v) {
 function line(r) {
   if (r.error) return `${r.build} n=${r.n} ${r.shape}: FAILED ${r.error} ${r.stderrTail ?? ''}`;
   return `${r.build}${r.variant === 'default' ? '' : ` (${r.variant})`} n=${r.n} ${r.shape}: ${fmt(r.opsPerSec)} ops/s, call p50 ${r.callMs.p50} p99 ${r.callMs.p99} p99.9 ${r.callMs.p999} max ${r.callMs.max} ms, ` +
-    `loop delay max ${r.loopDelayMs.max} ms, gap max ${r.gapMs.max} ms, turn max ${r.turnMs.max} (own ${r.turnOwnMs.max}) ms, cpu wait ${r.cpuWaitShare}, faults/op ${(r.cpu.minorFaults / r.ops).toFixed(3)}, checkpoint() call max ${r.explicitCheckpoints.callMsMax} ms, ` +
+    `loop delay max ${r.loopDelayMs.max} ms, gap max ${r.gapMs.max} ms, turn max ${r.turnMs.max} (own ${r.turnOwnMs.max}) ms, cpu wait ${r.cpuWaitShare}, faults/op ${(r.cpu.minorFaults / r.ops).toFixed(3)}, fsync rounds ${r.fsyncRounds ? `${r.fsyncRounds.count} (${r.fsyncRounds.over25ms} over 25 ms)` : '-'}, checkpoint() call max ${r.explicitCheckpoints.callMsMax} ms, ` +
     `${r.checkpoints.committed} checkpoints, load ${r.load?.[0]}`;
 }
 
