@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Removes the temporary directories each test file made (test/support/tmp.mjs).
+    setupFiles: ['test/support/cleanup.ts'],
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',

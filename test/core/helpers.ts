@@ -3,6 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+// @ts-ignore -- plain ESM module without type declarations
+import { tmpDir as makeTmp } from '../support/tmp.mjs';
 import { Ledger, LedgerError, type LedgerOptions } from '../../dist/index.js';
 import { crc32cUpdate, readManifest, walFile, Wal, WAL_MAGIC, WAL_RECORD_SIZE } from '../../dist/format.js';
 
@@ -19,8 +21,9 @@ export const engines: ('native' | 'js')[] = process.env.GL_ENGINES
   ? (['native', 'js'] as const).filter((e) => process.env.GL_ENGINES!.split(',').includes(e))
   : ['native', 'js'];
 
+/** A new directory, removed after the test file (test/support/tmp.mjs). */
 export function tmpDir(tag = 'gl'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `${tag}-`));
+  return makeTmp(tag);
 }
 
 export function key(i: number): Buffer {

@@ -85,6 +85,7 @@ async function scenario(o: Scenario): Promise<{ problems: string[]; line: string
     const shards = l.stats().shards;
     await l.close();
     if (!problems.length) harness.removeTmp(root);
+    else harness.keepTmp(root);
     return {
       problems: problems.map((p) => `${p} [kept ${root}]`),
       line: `${label}: ack=${prog.ack} sync=${prog.sync} -> k=${k} recovery=${rec.mode} replayed=${rec.walRecordsReplayed}` +

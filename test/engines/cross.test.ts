@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  DIST, WRITER, cleanup, fileDiffs, jsEngineAvailable, open, other, state, stateDiff, tmpDir, type Engine, type Ledger,
+  DIST, WRITER, fileDiffs, jsEngineAvailable, open, other, state, stateDiff, tmpDir, type Engine, type Ledger,
 } from './helpers';
 import { Model, flatOps, makeKeys, makePlan } from './workload.mjs';
 import { readManifest, walFile, Wal, WalType, WAL_MAGIC } from '../../dist/format.js';
@@ -90,7 +90,6 @@ describe('cross-engine', () => {
   beforeAll(async () => {
     if (!(await jsEngineAvailable())) throw new Error('the js engine is not registered in dist/ (npm run build)');
   });
-  afterAll(cleanup);
 
   for (const writer of ENGINES) {
     const reader = other(writer);

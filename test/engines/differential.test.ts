@@ -6,10 +6,10 @@
 // the kernel holds them, taken while open) and recovered each by the engine that did not write it.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { BatchStatus } from '../../dist/index.js';
 import {
-  cleanup, codeOf, fileDiffs, jsEngineAvailable, open, other, snapshot, state, stateDiff, tmpDir, walDiffs,
+  codeOf, fileDiffs, jsEngineAvailable, open, other, snapshot, state, stateDiff, tmpDir, walDiffs,
   type Engine, type Ledger,
 } from './helpers';
 import { amountFor, makeKeys, makeRng } from './workload.mjs';
@@ -208,7 +208,6 @@ describe('differential: native and JS engines in lockstep', () => {
   beforeAll(async () => {
     if (!(await jsEngineAvailable())) throw new Error('the js engine is not registered in dist/ (npm run build)');
   });
-  afterAll(cleanup);
   for (const cfg of CONFIGS) {
     for (const seed of cfg.seeds) {
       it(`${cfg.name}, seed ${seed}`, async () => {

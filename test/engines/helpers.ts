@@ -2,6 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// @ts-ignore -- plain ESM module without type declarations
+import { tmpDir as makeTmp } from '../support/tmp.mjs';
 import { Ledger, LedgerError, type LedgerOptions } from '../../dist/index.js';
 
 export { Ledger, LedgerError };
@@ -10,15 +12,9 @@ export const DIST = fileURLToPath(new URL('../../dist/index.js', import.meta.url
 export const WRITER = fileURLToPath(new URL('./writer.mjs', import.meta.url));
 export const other = (e: Engine): Engine => (e === 'native' ? 'js' : 'native');
 
-const made: string[] = [];
+/** A new directory, removed after the test file (test/support/tmp.mjs). */
 export function tmpDir(tag = 'gl-eng'): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), `${tag}-`));
-  made.push(d);
-  return d;
-}
-export function cleanup(): void {
-  if (process.env.GL_KEEP_TMP) return;
-  for (const d of made.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  return makeTmp(tag);
 }
 
 export async function open(dir: string, engine: Engine, opts: LedgerOptions = {}): Promise<Ledger> {
