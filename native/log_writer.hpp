@@ -6,9 +6,9 @@
 // Tried and removed: storing one-by-one flushes through a MAP_SHARED mapping
 // of the file instead of a pwrite. It cut the CPU of a one-by-one mint by 30%
 // at 1M accounts with no checkpoint running. At 10M accounts under background
-// checkpoints it made group fsync rounds over 25 ms 6-40x more frequent,
-// one-by-one transfers 15-20% slower, and let single calls wait 160-270 ms
-// (bench/results/latency-mapped-log-vs-pwrite.json, bench/notes.md).
+// checkpoints it made group fsync rounds over 25 ms 8-41x as frequent, and a
+// call waited over 100 ms in 4 of 8 runs against 1 of 9 with pwrite
+// (bench/results/latency-mapped-log-vs-pwrite.txt, bench/notes.md).
 //
 // Threads: the JS thread stages, flushes and reserves. The syncer reads fd()
 // and last_lsn. While a background checkpoint runs, the file of the old
