@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  Ledger, LedgerError, LEDGER, balances, findPrefix, follow, makePlan, nats, removeRoots, replicate, startCluster, state,
+  Ledger, LedgerError, LEDGER, balances, findPrefix, follow, makePlan, nats, replicate, startCluster, state,
   streamLeader, streamName, streamState, tmpRoot, type Cluster,
 } from './helpers';
 // @ts-ignore -- plain ESM module without type declarations
@@ -27,7 +27,6 @@ describe.skipIf(!nats.ok)('failover on a 3-node JetStream cluster', () => {
   }, 60_000);
   afterAll(async () => {
     await cluster?.stop();
-    removeRoots();
   });
 
   it.each([

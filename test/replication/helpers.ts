@@ -1,8 +1,5 @@
 // Shared by the replication tests: a real JetStream cluster (test/support/nats-cluster.mjs), the seeded workloads
 // of the durability suite (test/fixtures/plan.mjs) run against a ledger, and state comparisons.
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Ledger, LedgerError } from '../../dist/index.js';
 import * as replication from '../../dist/replication.js';
@@ -12,6 +9,8 @@ import * as clusterLib from '../support/nats-cluster.mjs';
 import * as planLib from '../fixtures/plan.mjs';
 // @ts-ignore -- plain ESM module without type declarations, typed below
 import * as childLib from '../fixtures/child.mjs';
+// @ts-ignore -- plain ESM module without type declarations
+import { tmpDir } from '../support/tmp.mjs';
 
 export { Ledger, LedgerError };
 export const { replicate, follow } = replication;
@@ -45,14 +44,9 @@ if (!nats.ok) console.warn(`replication tests skipped: ${nats.reason}`);
 
 export const LEDGER = { shards: 4, accountsPerShard: 1000 } as const;
 
-const roots: string[] = [];
+/** A new directory for one test's ledgers, removed after the test file (test/support/tmp.mjs). */
 export function tmpRoot(tag: string): string {
-  const r = fs.mkdtempSync(path.join(os.tmpdir(), `gl-repl-${tag}-`));
-  roots.push(r);
-  return r;
-}
-export function removeRoots(): void {
-  for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
+  return tmpDir(`gl-repl-${tag}`);
 }
 
 let streams = 0;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  Ledger, LedgerError, LEDGER, balances, findPrefix, follow, makePlan, nats, removeRoots, replicate, runSteps, startCluster,
+  Ledger, LedgerError, LEDGER, balances, findPrefix, follow, makePlan, nats, replicate, runSteps, startCluster,
   state, streamName, streamState, tmpRoot, type Cluster,
 } from './helpers';
 
@@ -29,7 +29,6 @@ describe.skipIf(!nats.ok)('replication on a 3-node JetStream cluster', () => {
   }, 60_000);
   afterAll(async () => {
     await cluster?.stop();
-    removeRoots();
   });
 
   it.each([
